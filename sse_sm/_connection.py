@@ -1,0 +1,463 @@
+"""The anyio driver: runs one connection, reporting what happens to its state machine.
+
+This is the only module that does I/O.  Its invariants:
+
+* **Two tasks per connection.**  The connection's own task (the one the
+  server runs the ASGI app in) iterates the source and sends each event.  One
+  watcher task awaits ``receive()`` under a deadline: a message means a
+  disconnect (or is ignored); the deadline means a ping is due or a send may be
+  overdue.  Cancelling a pending ASGI ``receive()`` is safe on uvicorn and
+  hypercorn, so one task serves all three purposes.  ``data_sender_callable``,
+  when given, is a third.  No task outlives :meth:`Connection.run`.
+* **Nothing per event but the send.**  No cancel scope is opened, no event is
+  handed between tasks and no lock is taken to send an event.  The watcher
+  and the sender exclude each other through two fields that are only read and
+  written between awaits (``_sending`` and ``_ping_in_flight``), which is
+  atomic on one event loop.
+* **Triggers, not flags.**  Every detection becomes a :class:`Trigger` fired
+  on the machine; the table decides the state, and the state decides what may
+  be sent: nothing once ``CLOSED``, and the final empty body only after a
+  close whose reason is in :data:`CLEAN_END_REASONS`.
+* **Each state owns its scopes.**  STREAMING and DRAINING run inside the pump
+  scope; a drain puts its grace on that scope's deadline, and the watcher
+  cancels it on a disconnect or a send timeout.  Cleanup (the final body, the
+  source's ``aclose``) runs shielded with a bound.
+* **Fairness.**  A source that never awaits cannot starve the loop: the pump
+  checkpoints after at most ``FAIRNESS_SLICE`` seconds or ``FAIRNESS_EVENTS``
+  events without one.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timezone
+from typing import Any, Final, final
+
+import anyio
+import anyio.lowlevel
+from starlette.types import Message, Receive, Send
+
+from ._events import ServerSentEvent, encode_item
+from ._exceptions import SendTimeoutError
+from ._shutdown import DrainCoordinator
+from ._sources import ClosableSource
+from ._state import CLEAN_END_REASONS, CloseReason, State, StateMachine, Trigger
+
+__all__ = ("Connection", "StreamSettings", "loop_clock")
+
+logger = logging.getLogger("sse_sm.connection")
+
+#: Longest run of the pump, in seconds, without handing the loop to others.
+FAIRNESS_SLICE: Final = 0.002
+#: Most events sent without a checkpoint, for clocks that do not move (MockClock).
+FAIRNESS_EVENTS: Final = 1024
+#: Bound on the final empty body after an outside cancellation, in seconds.
+CANCELLED_FINAL_SEND_BOUND: Final = 1.0
+
+_DISCONNECT_TYPES: Final = frozenset({"http.disconnect", "websocket.disconnect"})
+
+
+def loop_clock() -> Callable[[], float]:
+    """The running event loop's own clock, resolved once per connection.
+
+    ``anyio.current_time()`` costs about 0.5 us; the loop's clock method costs
+    a tenth of that, and the pump reads it once per event.  Deadlines of anyio
+    cancel scopes are in this clock's time, including under trio's MockClock.
+    """
+    native: Any = anyio.lowlevel.current_token().native_token
+    loop_time = getattr(native, "time", None)  # asyncio's loop.time
+    if callable(loop_time):
+        clock: Callable[[], float] = loop_time
+        return clock
+    import trio  # only reached under trio, which is then installed
+
+    return trio.lowlevel.current_clock().current_time
+
+
+@final
+class StreamSettings:
+    """What one response asks of its connection; validated by the response."""
+
+    __slots__ = (
+        "cleanup_timeout",
+        "client_close_handler",
+        "data_sender",
+        "drain_coordinator",
+        "ping_factory",
+        "ping_interval",
+        "send_timeout",
+        "sep",
+        "shutdown_event",
+        "shutdown_grace_period",
+    )
+
+    def __init__(
+        self,
+        *,
+        sep: str,
+        ping_interval: float,
+        ping_factory: Callable[[], ServerSentEvent] | None,
+        send_timeout: float | None,
+        cleanup_timeout: float | None,
+        shutdown_event: anyio.Event | None,
+        shutdown_grace_period: float,
+        data_sender: Callable[[], Awaitable[None]] | None,
+        client_close_handler: Callable[[Message], Awaitable[None]] | None,
+        drain_coordinator: DrainCoordinator | None,
+    ) -> None:
+        self.sep = sep
+        self.ping_interval = ping_interval
+        self.ping_factory = ping_factory
+        self.send_timeout = send_timeout
+        self.cleanup_timeout = cleanup_timeout
+        self.shutdown_event = shutdown_event
+        self.shutdown_grace_period = shutdown_grace_period
+        self.data_sender = data_sender
+        self.client_close_handler = client_close_handler
+        self.drain_coordinator = drain_coordinator
+
+
+@final
+class Connection:
+    """Drives one streaming response from OPEN to CLOSED.
+
+    Created and run once, by :class:`~sse_sm.EventSourceResponse`, inside the
+    server's task for the request.
+    """
+
+    __slots__ = (
+        "_clock",
+        "_error",
+        "_last_traffic",
+        "_machine",
+        "_ping_in_flight",
+        "_pump_scope",
+        "_receive",
+        "_send",
+        "_send_started_at",
+        "_sender_scope",
+        "_sending",
+        "_settings",
+        "_source",
+        "_start_message",
+        "_watch_scope",
+        "bytes_sent",
+    )
+
+    def __init__(
+        self,
+        *,
+        machine: StateMachine,
+        settings: StreamSettings,
+        source: ClosableSource,
+        start_message: Message,
+        receive: Receive,
+        send: Send,
+    ) -> None:
+        self._machine = machine
+        self._settings = settings
+        self._source = source
+        self._start_message = start_message
+        self._receive = receive
+        self._send = send
+        self._clock = loop_clock()
+        self._pump_scope = anyio.CancelScope()
+        self._watch_scope = anyio.CancelScope()
+        self._sender_scope = anyio.CancelScope()
+        self._sending = False
+        self._send_started_at = 0.0
+        self._last_traffic = 0.0
+        self._ping_in_flight: anyio.Event | None = None
+        self._error: BaseException | None = None
+        self.bytes_sent = 0
+
+    # ------------------------------------------------------------------ entry
+
+    async def run(self) -> None:
+        """Stream until CLOSED, clean up, then raise what the close calls for.
+
+        Raises:
+            SendTimeoutError: closed because a send exceeded ``send_timeout``.
+            Exception: the source, a callback or the server raised it (closed
+                with reason ``error``).
+        """
+        machine = self._machine
+        try:
+            try:
+                await self._send_start()
+                if machine.state is State.STREAMING:
+                    await self._stream()
+            except anyio.get_cancelled_exc_class():
+                if machine.state is not State.CLOSED:
+                    machine.fire(Trigger.CANCELLED, "the connection's task was cancelled")
+                    await self._send_final_body(bound=CANCELLED_FINAL_SEND_BOUND)
+                raise
+        finally:
+            await self._close_source()
+        if self._error is not None:
+            raise self._error
+        if machine.close_reason is CloseReason.SEND_TIMEOUT:
+            raise SendTimeoutError(machine.history[-1].reason)
+
+    async def answer_head(self) -> None:
+        """Answer a HEAD request: headers and an empty body; the source never starts."""
+        with anyio.move_on_after(self._settings.send_timeout) as scope:
+            try:
+                await self._send(self._start_message)
+                await self._send({"type": "http.response.body", "body": b"", "more_body": False})
+            except OSError as exc:
+                self._machine.fire(Trigger.DISCONNECTED, f"send raised {exc!r}")
+                return
+        if scope.cancelled_caught:
+            reason = f"HEAD response not sent within {self._settings.send_timeout} s"
+            self._machine.fire(Trigger.SEND_TIMED_OUT, reason)
+            raise SendTimeoutError(reason)
+        self._machine.fire(Trigger.HEAD_ANSWERED, "HEAD: headers only")
+
+    # --------------------------------------------------------------- OPEN
+
+    async def _send_start(self) -> None:
+        timeout = self._settings.send_timeout
+        try:
+            with anyio.move_on_after(timeout) as scope:
+                await self._send(self._start_message)
+        except OSError as exc:
+            self._machine.fire(Trigger.DISCONNECTED, f"sending the headers raised {exc!r}")
+            return
+        except Exception as exc:
+            self._fail(exc)
+            return
+        if scope.cancelled_caught:
+            self._machine.fire(Trigger.SEND_TIMED_OUT, f"headers not sent within {timeout} s")
+            return
+        self._last_traffic = self._clock()
+        self._machine.fire(Trigger.STARTED, f"status {self._start_message['status']}")
+
+    # ------------------------------------------------- STREAMING / DRAINING
+
+    async def _stream(self) -> None:
+        settings = self._settings
+        coordinator = settings.drain_coordinator
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(self._watch)
+            if settings.data_sender is not None:
+                tasks.start_soon(self._run_data_sender, settings.data_sender)
+            unregister = None if coordinator is None else coordinator.register(self._drain)
+            try:
+                await self._pump()
+            finally:
+                if unregister is not None:
+                    unregister()
+                # Stop the watcher's waits and pings and the data sender.  A
+                # client-close handler that the watcher runs is not stopped.
+                self._watch_scope.cancel()
+                self._sender_scope.cancel()
+            await self._send_final_body(bound=settings.send_timeout)
+
+    async def _pump(self) -> None:
+        machine = self._machine
+        with self._pump_scope:
+            try:
+                await self._pump_events()
+            except Exception as exc:
+                self._fail(exc)
+        if machine.state is State.DRAINING and self._pump_scope.cancelled_caught:
+            grace = self._settings.shutdown_grace_period
+            machine.fire(Trigger.GRACE_EXPIRED, f"the source was still running after {grace} s")
+
+    async def _pump_events(self) -> None:
+        """The hot path: one iteration per event, nothing in it that is not needed."""
+        machine = self._machine
+        fire = machine.fire
+        source_next = self._source.__anext__
+        send = self._send
+        sep = self._settings.sep
+        clock = self._clock
+        checkpoint = anyio.lowlevel.checkpoint
+        closed = State.CLOSED
+        event_sent = Trigger.EVENT_SENT
+        yield_at = clock() + FAIRNESS_SLICE
+        budget = FAIRNESS_EVENTS
+        while True:
+            try:
+                item = await source_next()
+            except StopAsyncIteration:
+                if machine.state is not closed:
+                    fire(Trigger.SOURCE_EXHAUSTED, "the source ended")
+                return
+            frame = encode_item(item, sep)
+            while self._ping_in_flight is not None:
+                await self._ping_in_flight.wait()
+            if machine.state is closed:
+                return  # closed while the source was producing; send nothing more
+            now = clock()
+            self._send_started_at = now
+            self._sending = True
+            try:
+                await send({"type": "http.response.body", "body": frame, "more_body": True})
+            except OSError as exc:
+                self._sending = False
+                if machine.state is not closed:
+                    fire(Trigger.DISCONNECTED, f"send raised {exc!r}")
+                return
+            self._sending = False
+            self._last_traffic = now
+            self.bytes_sent += len(frame)
+            fire(event_sent)
+            budget -= 1
+            if budget == 0 or now >= yield_at:
+                await checkpoint()
+                yield_at = clock() + FAIRNESS_SLICE
+                budget = FAIRNESS_EVENTS
+
+    def _drain(self, reason: str) -> None:
+        """Called on the loop by the coordinator: enter DRAINING and start the grace."""
+        state = self._machine.state
+        if state is State.CLOSED:
+            return
+        self._machine.fire(Trigger.SHUTDOWN_REQUESTED, reason)
+        if state is State.STREAMING:
+            settings = self._settings
+            if settings.shutdown_event is not None:
+                settings.shutdown_event.set()
+            self._pump_scope.deadline = self._clock() + settings.shutdown_grace_period
+
+    # --------------------------------------------------------------- watcher
+
+    async def _watch(self) -> None:
+        disconnect: Message | None = None
+        try:
+            with self._watch_scope:
+                disconnect = await self._watch_until_closed()
+        except Exception as exc:
+            self._fail(exc)
+            self._pump_scope.cancel()
+            return
+        handler = self._settings.client_close_handler
+        if disconnect is not None and handler is not None:
+            try:
+                await handler(disconnect)
+            except Exception as exc:
+                self._fail(exc)
+
+    async def _watch_until_closed(self) -> Message | None:
+        """Wait for a disconnect, sending pings and timing sends meanwhile.
+
+        Returns the disconnect message if this watcher closed the connection.
+        """
+        machine = self._machine
+        receive = self._receive
+        clock = self._clock
+        settings = self._settings
+        interval = settings.ping_interval
+        send_timeout = settings.send_timeout
+        while True:
+            now = clock()
+            wake_at = math.inf
+            if interval > 0:
+                # A send in progress is traffic: look again a full interval later.
+                wake_at = (now if self._sending else self._last_traffic) + interval
+            if send_timeout is not None:
+                check_at = (self._send_started_at if self._sending else now) + send_timeout
+                wake_at = min(wake_at, check_at)
+            with anyio.CancelScope(deadline=wake_at) as waiting:
+                message = await receive()
+            if not waiting.cancelled_caught:
+                if message["type"] in _DISCONNECT_TYPES:
+                    if machine.state is State.CLOSED:
+                        return None
+                    machine.fire(Trigger.DISCONNECTED, f"client sent {message['type']}")
+                    self._pump_scope.cancel()
+                    return message
+                continue
+            if machine.state is State.CLOSED:
+                return None
+            now = clock()
+            if (
+                send_timeout is not None
+                and self._sending
+                and now - self._send_started_at >= send_timeout
+            ):
+                self._time_out(f"an event was not sent within {send_timeout} s")
+                return None
+            ping_due = interval > 0 and not self._sending and now - self._last_traffic >= interval
+            if ping_due and not await self._send_ping():
+                return None
+
+    async def _send_ping(self) -> bool:
+        """Send one keep-alive; returns False if that closed the connection."""
+        settings = self._settings
+        if settings.ping_factory is not None:
+            frame = encode_item(settings.ping_factory(), settings.sep)
+        else:
+            comment = f"ping - {datetime.now(timezone.utc)}"
+            frame = encode_item(ServerSentEvent(comment=comment, sep=settings.sep), settings.sep)
+        done = anyio.Event()
+        self._ping_in_flight = done
+        try:
+            with anyio.move_on_after(settings.send_timeout) as scope:
+                await self._send({"type": "http.response.body", "body": frame, "more_body": True})
+        except OSError as exc:
+            self._machine.fire(Trigger.DISCONNECTED, f"sending a ping raised {exc!r}")
+            self._pump_scope.cancel()
+            return False
+        finally:
+            self._ping_in_flight = None
+            done.set()
+        if scope.cancelled_caught:
+            self._time_out(f"a ping was not sent within {settings.send_timeout} s")
+            return False
+        self._last_traffic = self._clock()
+        self.bytes_sent += len(frame)
+        self._machine.fire(Trigger.PING_SENT)
+        return True
+
+    def _time_out(self, reason: str) -> None:
+        self._machine.fire(Trigger.SEND_TIMED_OUT, reason)
+        self._pump_scope.cancel()
+
+    # ------------------------------------------------------------ data sender
+
+    async def _run_data_sender(self, data_sender: Callable[[], Awaitable[None]]) -> None:
+        with self._sender_scope:
+            try:
+                await data_sender()
+            except Exception as exc:
+                self._fail(exc)
+                self._pump_scope.cancel()
+
+    # ---------------------------------------------------------------- CLOSED
+
+    def _fail(self, exc: BaseException) -> None:
+        """Record an exception to re-raise, and close with reason ``error`` if still open."""
+        if self._error is None:
+            self._error = exc
+        if self._machine.state is not State.CLOSED:
+            self._machine.fire(Trigger.FAILED, repr(exc))
+
+    async def _send_final_body(self, *, bound: float | None) -> None:
+        """End the response cleanly if the close reason says the peer still listens."""
+        if self._machine.close_reason not in CLEAN_END_REASONS:
+            return
+        with anyio.move_on_after(bound, shield=True) as scope:
+            while self._ping_in_flight is not None:
+                await self._ping_in_flight.wait()
+            try:
+                await self._send({"type": "http.response.body", "body": b"", "more_body": False})
+            except OSError:
+                logger.debug("the client left before the final empty body")
+        if scope.cancelled_caught:
+            logger.debug("the final empty body was not sent within %s s", bound)
+
+    async def _close_source(self) -> None:
+        """Close the source, shielded and bounded by ``cleanup_timeout``."""
+        timeout = self._settings.cleanup_timeout
+        with anyio.move_on_after(timeout, shield=True) as scope:
+            try:
+                await self._source.aclose()
+            except Exception:
+                logger.exception("closing the source raised")
+        if scope.cancel_called:
+            logger.warning("closing the source was cut short after %s s", timeout)

@@ -1,0 +1,365 @@
+"""Server-Sent Event values and their wire encoding.
+
+Invariants:
+
+* A :class:`ServerSentEvent` that exists can be encoded: every check that the
+  WHATWG event-stream format needs (no CR or LF in ``event``, no CR, LF or NUL
+  in ``id``, ``retry`` a non-negative integer, a known separator) runs when the
+  value is constructed or a field is assigned, with a ``ValueError`` or
+  ``TypeError`` that names the field.  An item from a source is therefore
+  either refused whole, before any byte of it is sent, or sent whole: no
+  stream is ever cut half-way through an event.
+* For every input that sse-starlette 3.7.0 accepts and this module does not
+  refuse, the bytes are identical to sse-starlette's: fields in the order
+  comment, id, event, data, retry; ``name: value`` with one space; each line
+  ended by ``sep`` (CRLF by default) and the event by one more ``sep``.
+* Multi-line text is split on CRLF, CR and LF only, as the spec's
+  ``end-of-line`` rule says, never on other Unicode line breaks.
+
+Decisions the spec leaves to us (see docs/design.md, "Encoding"):
+
+* ``data`` that is not a ``str``: a ``dict`` or ``list`` is written as compact
+  JSON (sse-starlette writes its Python ``repr``, which no client can parse);
+  ``bytes``/``bytearray``/``memoryview`` are decoded as UTF-8 (refused with a
+  ``ValueError`` if they are not valid UTF-8); anything else goes through
+  ``str()``, as in sse-starlette.
+* A lone surrogate (a ``str`` that cannot be encoded as UTF-8) is written as
+  U+FFFD, the character a WHATWG decoder would show for a broken sequence; a
+  surrogate *pair* left unjoined in a ``str`` is joined into the character it
+  encodes.  The event is still sent whole.
+
+Spec: https://html.spec.whatwg.org/multipage/server-sent-events.html#event-stream-interpretation
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from typing import Any, Final, Literal, TypeAlias
+
+__all__ = (
+    "DEFAULT_SEPARATOR",
+    "SEPARATORS",
+    "JSONServerSentEvent",
+    "ServerSentEvent",
+    "Separator",
+    "encode_item",
+    "ensure_bytes",
+    "validate_sep",
+)
+
+Separator: TypeAlias = Literal["\r\n", "\r", "\n"]
+
+#: The line terminators the event-stream grammar allows.
+SEPARATORS: Final[tuple[str, ...]] = ("\r\n", "\r", "\n")
+DEFAULT_SEPARATOR: Final = "\r\n"
+
+_FIELD_NAMES: Final = frozenset({"data", "event", "id", "retry", "comment", "sep"})
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def validate_sep(sep: object) -> str:
+    """Return ``sep`` if it is one of the three legal line terminators."""
+    if sep is None:
+        return DEFAULT_SEPARATOR
+    if not isinstance(sep, str) or sep not in SEPARATORS:
+        raise ValueError(f"sep must be one of '\\r\\n', '\\r', '\\n', got {sep!r}")
+    return sep
+
+
+def _split_lines(text: str) -> list[str]:
+    """Split on CRLF, CR and LF only (the spec's end-of-line), keeping empty lines."""
+    if "\r" in text:
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    return text.split("\n")
+
+
+def _utf8(text: str) -> bytes:
+    """Encode as UTF-8, writing lone surrogates as U+FFFD instead of raising."""
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        # Join surrogate pairs that were left as two code points, then replace
+        # whatever is still unpaired.
+        joined = text.encode("utf-16", "surrogatepass").decode("utf-16", "surrogatepass")
+        return _SURROGATE.sub("\ufffd", joined).encode("utf-8")
+
+
+def _check_event(event: object) -> str | None:
+    if event is None:
+        return None
+    if not isinstance(event, str):
+        raise TypeError(f"event must be a str, got {type(event).__name__}")
+    if "\r" in event or "\n" in event:
+        raise ValueError(f"event must not contain CR or LF (it would end the field): {event!r}")
+    return event
+
+
+def _check_id(id: object) -> str | None:
+    if id is None:
+        return None
+    if isinstance(id, bool) or not isinstance(id, (str, int)):
+        raise TypeError(f"id must be a str (or an int), got {type(id).__name__}")
+    text = str(id)
+    if "\r" in text or "\n" in text or "\0" in text:
+        # A browser ignores an id containing NUL, and CR/LF would end the field.
+        raise ValueError(f"id must not contain CR, LF or NUL: {text!r}")
+    return text
+
+
+def _check_retry(retry: object) -> int | None:
+    if retry is None:
+        return None
+    if isinstance(retry, bool) or not isinstance(retry, int):
+        raise TypeError(f"retry must be an int of milliseconds, got {type(retry).__name__}")
+    if retry < 0:
+        # The spec ignores a retry field that is not all ASCII digits.
+        raise ValueError(f"retry must be >= 0 milliseconds, got {retry}")
+    return retry
+
+
+def _data_text(data: object) -> str | None:
+    if data is None or isinstance(data, str):
+        return data
+    if isinstance(data, (dict, list)):
+        return _json(data)
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        try:
+            return bytes(data).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"data bytes are not valid UTF-8: {exc}") from None
+    return str(data)
+
+
+def _json(value: object) -> str:
+    return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+
+
+def _encode_fields(
+    data: str | None,
+    event: str | None,
+    id: str | None,
+    retry: int | None,
+    comment: str | None,
+    sep: str,
+) -> bytes:
+    """Build one event's frame from already-validated fields."""
+    parts: list[str] = []
+    if comment is not None:
+        for line in _split_lines(comment):
+            parts.append(f": {line}{sep}")
+    if id is not None:
+        parts.append(f"id: {id}{sep}")
+    if event is not None:
+        parts.append(f"event: {event}{sep}")
+    if data is not None:
+        if "\n" in data or "\r" in data:
+            for line in _split_lines(data):
+                parts.append(f"data: {line}{sep}")
+        else:
+            parts.append(f"data: {data}{sep}")
+    if retry is not None:
+        parts.append(f"retry: {retry}{sep}")
+    parts.append(sep)
+    return _utf8("".join(parts))
+
+
+class ServerSentEvent:
+    """One event, validated on construction and on every field assignment.
+
+    >>> ServerSentEvent("hello", event="greeting", id="1").encode()
+    b'id: 1\\r\\nevent: greeting\\r\\ndata: hello\\r\\n\\r\\n'
+
+    Args:
+        data: the payload; split into one ``data:`` line per line of text.
+            ``None`` writes no data field (an id-only or comment-only block).
+        event: the event type; the client's listener name.  No CR or LF.
+        id: sets the client's last event ID.  No CR, LF or NUL.  An int is
+            written in decimal.  ``""`` resets the client's last event ID.
+        retry: the client's reconnection delay in milliseconds, ``>= 0``.
+        comment: written as ``: text`` lines, which clients ignore.
+        sep: the line terminator: ``"\\r\\n"`` (default), ``"\\r"`` or ``"\\n"``.
+
+    Raises:
+        ValueError, TypeError: a field that the event-stream format cannot
+            carry; the message names the field.
+    """
+
+    __slots__ = ("_comment", "_data", "_event", "_id", "_retry", "_sep")
+
+    DEFAULT_SEPARATOR: Final = DEFAULT_SEPARATOR
+
+    def __init__(
+        self,
+        data: Any = None,
+        *,
+        event: str | None = None,
+        id: str | int | None = None,
+        retry: int | None = None,
+        comment: str | None = None,
+        sep: str | None = None,
+    ) -> None:
+        self._data: str | None = _data_text(data)
+        self._event = _check_event(event)
+        self._id = _check_id(id)
+        self._retry = _check_retry(retry)
+        self._comment = None if comment is None else str(comment)
+        self._sep = validate_sep(sep)
+
+    @property
+    def data(self) -> str | None:
+        return self._data
+
+    @data.setter
+    def data(self, value: Any) -> None:
+        self._data = _data_text(value)
+
+    @property
+    def event(self) -> str | None:
+        return self._event
+
+    @event.setter
+    def event(self, value: str | None) -> None:
+        self._event = _check_event(value)
+
+    @property
+    def id(self) -> str | None:
+        return self._id
+
+    @id.setter
+    def id(self, value: str | int | None) -> None:
+        self._id = _check_id(value)
+
+    @property
+    def retry(self) -> int | None:
+        return self._retry
+
+    @retry.setter
+    def retry(self, value: int | None) -> None:
+        self._retry = _check_retry(value)
+
+    @property
+    def comment(self) -> str | None:
+        return self._comment
+
+    @comment.setter
+    def comment(self, value: str | None) -> None:
+        self._comment = None if value is None else str(value)
+
+    @property
+    def sep(self) -> str:
+        return self._sep
+
+    @sep.setter
+    def sep(self, value: str | None) -> None:
+        self._sep = validate_sep(value)
+
+    def encode(self) -> bytes:
+        """The event's bytes on the wire, ending with the blank line that dispatches it."""
+        return _encode_fields(
+            self._data, self._event, self._id, self._retry, self._comment, self._sep
+        )
+
+    def _fields(self) -> tuple[object, ...]:
+        return (self._data, self._event, self._id, self._retry, self._comment, self._sep)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, ServerSentEvent):
+            return NotImplemented
+        return self._fields() == other._fields()
+
+    def __hash__(self) -> int:
+        return hash(self._fields())
+
+    def __repr__(self) -> str:
+        names = ("data", "event", "id", "retry", "comment", "sep")
+        fields = zip(names[:-1], self._fields()[:-1], strict=True)
+        shown = [f"{n}={v!r}" for n, v in fields if v is not None]
+        if self._sep != DEFAULT_SEPARATOR:
+            shown.append(f"sep={self._sep!r}")
+        return f"{type(self).__name__}({', '.join(shown)})"
+
+
+class JSONServerSentEvent(ServerSentEvent):
+    """A :class:`ServerSentEvent` whose ``data`` is serialised as compact JSON.
+
+    Serialisation matches sse-starlette: no spaces, non-ASCII kept as is, and
+    NaN or infinity refused with ``ValueError``.  ``data=None`` writes no data
+    field.
+    """
+
+    __slots__ = ()
+
+    def __init__(
+        self,
+        data: Any = None,
+        *,
+        event: str | None = None,
+        id: str | int | None = None,
+        retry: int | None = None,
+        comment: str | None = None,
+        sep: str | None = None,
+    ) -> None:
+        super().__init__(
+            None if data is None else _json(data),
+            event=event,
+            id=id,
+            retry=retry,
+            comment=comment,
+            sep=sep,
+        )
+
+
+def _encode_mapping(fields: Mapping[str, Any], sep: str) -> bytes:
+    """Encode a dict of ServerSentEvent keyword arguments without mutating it."""
+    unknown = fields.keys() - _FIELD_NAMES
+    if unknown:
+        raise TypeError(f"unknown ServerSentEvent field(s) in dict item: {sorted(unknown)}")
+    data = fields.get("data")
+    event = fields.get("event")
+    id = fields.get("id")
+    retry = fields.get("retry")
+    comment = fields.get("comment")
+    if event is None and id is None and retry is None and comment is None:
+        return _encode_fields(_data_text(data), None, None, None, None, sep)
+    return _encode_fields(
+        _data_text(data),
+        _check_event(event),
+        _check_id(id),
+        _check_retry(retry),
+        None if comment is None else str(comment),
+        sep,
+    )
+
+
+def encode_item(item: object, sep: str) -> bytes:
+    """Turn one item yielded by a source into the bytes to send.
+
+    ``bytes``, ``bytearray`` and ``memoryview`` are sent as they are; a
+    :class:`ServerSentEvent` keeps its own ``sep``; a ``dict`` is the keyword
+    arguments of a :class:`ServerSentEvent` (its ``sep`` key, if any, is
+    replaced by the response's, as in sse-starlette; the dict itself is never
+    modified); anything else is the ``data`` of an event.
+
+    Raises:
+        ValueError, TypeError: the item cannot be encoded; nothing was sent.
+    """
+    if type(item) is str:
+        if "\n" in item or "\r" in item:
+            return _encode_fields(item, None, None, None, None, sep)
+        return _utf8(f"data: {item}{sep}{sep}")
+    if isinstance(item, dict):
+        return _encode_mapping(item, sep)
+    if isinstance(item, ServerSentEvent):
+        return item.encode()
+    if isinstance(item, bytes):
+        return item
+    if isinstance(item, (bytearray, memoryview)):
+        return bytes(item)
+    return _encode_fields(_data_text(item), None, None, None, None, sep)
+
+
+def ensure_bytes(data: object, sep: str) -> bytes:
+    """sse-starlette's name for :func:`encode_item`, kept for code that imports it."""
+    return encode_item(data, validate_sep(sep))

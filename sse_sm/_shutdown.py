@@ -1,0 +1,174 @@
+"""App-scoped drain requests: how a server shutdown reaches every open stream.
+
+Invariants:
+
+* There is no process-global shutdown flag.  A :class:`DrainCoordinator`
+  belongs to one application (it is stored on the Starlette app's ``state``)
+  or is passed explicitly, so two apps or two servers in one process never
+  drain each other, and a test that drains one app leaves the next test alone.
+* :meth:`DrainCoordinator.request_drain` is synchronous, never blocks and may
+  be called from any thread, including a signal handler: it only flips a flag
+  under a lock and schedules one callback per event loop through the loop's
+  own thread-safe entry point (``call_soon_threadsafe`` on asyncio,
+  ``TrioToken.run_sync_soon`` on trio).  Connections react on their loop.
+* Nothing polls and nothing runs per connection: a connection registers a
+  plain callback while it streams and unregisters it when it closes.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any, Final, final
+
+from anyio.lowlevel import EventLoopToken, current_token
+
+__all__ = ("DrainCoordinator", "drain_coordinator_for")
+
+logger = logging.getLogger("sse_sm.shutdown")
+
+DrainCallback = Callable[[str], None]
+
+#: Attribute of ``app.state`` under which an app's coordinator is kept.
+STATE_ATTRIBUTE: Final = "sse_sm_drain_coordinator"
+
+_creation_lock = threading.Lock()
+
+
+@final
+class _Registration:
+    """One streaming connection's entry: its callback and the loop it runs on."""
+
+    __slots__ = ("callback", "token")
+
+    def __init__(self, callback: DrainCallback, token: EventLoopToken) -> None:
+        self.callback = callback
+        self.token = token
+
+
+@final
+class DrainCoordinator:
+    """Asks every stream it knows to drain: enter DRAINING, say goodbye, close.
+
+    >>> coordinator = DrainCoordinator()
+    >>> coordinator.draining
+    False
+    >>> coordinator.request_drain("deploy")  # from any thread; returns at once
+    >>> coordinator.draining
+    True
+
+    A stream that starts after the request drains at once.  A coordinator can
+    be :meth:`reset` to accept long-lived streams again (a test, or a server
+    that was asked to drain and then kept running).
+    """
+
+    __slots__ = ("_lock", "_reason", "_registrations")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._registrations: dict[int, _Registration] = {}
+        self._reason: str | None = None
+
+    @property
+    def draining(self) -> bool:
+        """Whether a drain was requested (and not :meth:`reset` since)."""
+        return self._reason is not None
+
+    @property
+    def reason(self) -> str | None:
+        return self._reason
+
+    @property
+    def open_streams(self) -> int:
+        """How many streams are registered right now."""
+        return len(self._registrations)
+
+    def request_drain(self, reason: str = "shutdown requested") -> None:
+        """Ask every registered stream, and every later one, to drain.
+
+        Synchronous, non-blocking, idempotent, and safe from any thread or a
+        signal handler.  The streams react on their own event loops, at their
+        next scheduling point.
+        """
+        with self._lock:
+            if self._reason is not None:
+                return
+            self._reason = reason
+            registrations = list(self._registrations.values())
+        logger.debug("drain requested (%s): %d open stream(s)", reason, len(registrations))
+        for registration in registrations:
+            _call_soon_on_loop(registration.token, registration.callback, reason)
+
+    def reset(self) -> None:
+        """Forget an earlier drain request; streams that already drain go on draining."""
+        with self._lock:
+            self._reason = None
+
+    def register(self, callback: DrainCallback) -> Callable[[], None]:
+        """Register a streaming connection; returns the function that unregisters it.
+
+        Must be called on the event loop the connection runs on.  If a drain was
+        already requested, ``callback`` is called before this returns.
+        """
+        registration = _Registration(callback, current_token())
+        key = id(registration)
+        with self._lock:
+            reason = self._reason
+            if reason is None:
+                self._registrations[key] = registration
+
+        def unregister() -> None:
+            with self._lock:
+                self._registrations.pop(key, None)
+
+        if reason is not None:
+            callback(reason)
+        return unregister
+
+
+def _call_soon_on_loop(token: EventLoopToken, callback: DrainCallback, reason: str) -> None:
+    """Schedule ``callback(reason)`` on the loop behind ``token`` from any thread."""
+    native: Any = token.native_token
+    run_sync_soon = getattr(native, "run_sync_soon", None)  # trio.lowlevel.TrioToken
+    try:
+        if run_sync_soon is not None:
+            run_sync_soon(_guarded, callback, reason)
+        else:  # an asyncio event loop
+            native.call_soon_threadsafe(_guarded, callback, reason)
+    except RuntimeError:
+        # The loop has already closed: its connections are gone with it.
+        logger.debug("drain request for a loop that is no longer running", exc_info=True)
+
+
+def _guarded(callback: DrainCallback, reason: str) -> None:
+    """Run a connection's drain callback on its loop; a failure must not kill the loop."""
+    try:
+        callback(reason)
+    except Exception:
+        logger.exception("drain callback failed")
+
+
+def drain_coordinator_for(app: object) -> DrainCoordinator:
+    """The coordinator that belongs to ``app`` (created on first use).
+
+    It is stored on ``app.state`` (Starlette and FastAPI applications have one),
+    so it lives and dies with the app.  Raises ``TypeError`` for an object with
+    no ``state`` attribute: pass a coordinator explicitly instead.
+    """
+    state = getattr(app, "state", None)
+    if state is None:
+        raise TypeError(
+            f"{type(app).__name__} has no .state to keep a DrainCoordinator on; "
+            "create a DrainCoordinator and pass it as drain_coordinator="
+        )
+    coordinator = getattr(state, STATE_ATTRIBUTE, None)
+    if coordinator is None:
+        with _creation_lock:
+            coordinator = getattr(state, STATE_ATTRIBUTE, None)
+            if coordinator is None:
+                coordinator = DrainCoordinator()
+                setattr(state, STATE_ATTRIBUTE, coordinator)
+    if not isinstance(coordinator, DrainCoordinator):
+        raise TypeError(f"app.state.{STATE_ATTRIBUTE} is a {type(coordinator).__name__}")
+    return coordinator

@@ -1,0 +1,334 @@
+"""``EventSourceResponse``: the Starlette response users return from an endpoint.
+
+It takes every argument of sse-starlette 3.7.0 with the same meaning, so code
+migrates by changing one import line.  The response itself is thin: it
+validates its arguments, builds the headers, and hands the connection to the
+driver (``_connection.py``), whose state machine it exposes read-only.
+
+Divergences from sse-starlette, each deliberate (docs/design.md lists them
+with their reasons): invalid ids, event names, retries and arguments are
+refused with an error instead of being stripped or passed through; ``dict`` or
+``list`` data is sent as JSON instead of a Python ``repr``; the ping goes out
+after ``ping`` seconds *without traffic* instead of on a fixed beat; a sync
+source's blocking ``next()`` no longer delays a disconnect or a shutdown, and
+the source is closed on every path; ``Connection: keep-alive`` is left out on
+HTTP/2 and HTTP/3; a drain, or a cancellation from outside, still ends the
+body cleanly; shutdown is app-scoped rather than process-global.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar, Final, TypeAlias
+
+import anyio
+from starlette.background import BackgroundTask
+from starlette.datastructures import MutableHeaders
+from starlette.responses import Response
+from starlette.types import Message, Receive, Scope, Send
+
+from ._connection import Connection, StreamSettings
+from ._events import DEFAULT_SEPARATOR, ServerSentEvent, validate_sep
+from ._shutdown import DrainCoordinator, drain_coordinator_for
+from ._sources import ClosableSource, open_source
+from ._state import CloseReason, State, StateMachine, Transition, Trigger
+
+__all__ = ("Content", "EventSourceResponse", "StreamStatistics")
+
+logger = logging.getLogger("sse_sm")
+
+#: What a source may yield: str, bytes-like, a dict of ServerSentEvent keyword
+#: arguments, a ServerSentEvent, or any other object (sent as ``str(item)``).
+Content: TypeAlias = object
+ContentStream: TypeAlias = AsyncIterable[Any] | Iterable[Any]
+
+_HOP_BY_HOP_FORBIDDEN_VERSIONS: Final = frozenset({"2", "3"})
+
+
+@dataclass(frozen=True, slots=True)
+class StreamStatistics:
+    """A snapshot of one response's connection (trio's ``statistics()`` style)."""
+
+    #: The current state.
+    state: State
+    #: Why it closed; ``None`` while not ``CLOSED``.
+    close_reason: CloseReason | None
+    #: Events sent from the source (``EVENT_SENT`` self-loops).
+    events_sent: int
+    #: Keep-alive pings sent (``PING_SENT`` self-loops).
+    pings_sent: int
+    #: Body bytes sent, events and pings together.
+    bytes_sent: int
+    #: Seconds spent in each state so far.
+    time_in_states: Mapping[State, float]
+    #: The changes of state so far, oldest first.
+    history: tuple[Transition, ...]
+
+
+def _check_seconds(name: str, value: object, *, allow_zero: bool) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number of seconds, got {type(value).__name__}")
+    if math.isnan(value) or value < 0 or (value == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"{name} must be {bound} seconds, got {value!r}")
+    return value
+
+
+def _check_callable(name: str, value: object) -> None:
+    if value is not None and not callable(value):
+        raise TypeError(f"{name} must be callable, got {type(value).__name__}")
+
+
+class EventSourceResponse(Response):
+    """A Server-Sent Events stream whose connection is an explicit state machine.
+
+    >>> async def numbers():
+    ...     for n in range(3):
+    ...         yield {"data": n, "id": str(n)}
+    >>> response = EventSourceResponse(numbers(), ping=5)
+    >>> response.state
+    <State.OPEN: 'open'>
+
+    Args:
+        content: an async iterable, or a sync iterable (run in worker threads),
+            of str, bytes, dict (ServerSentEvent keyword arguments) or
+            :class:`ServerSentEvent` items.
+        status_code, headers, media_type, background: as for any Starlette
+            response; ``background`` runs after the stream ends without error.
+        ping: seconds without traffic before a keep-alive comment is sent;
+            default 15, ``0`` disables pings.
+        sep: line terminator for str/dict items and the default ping.
+        ping_message_factory: builds each ping instead of ``: ping - <time>``.
+        data_sender_callable: a coroutine function run beside the stream (for
+            example feeding the memory stream that is ``content``); if it
+            raises, the stream closes with reason ``error``.
+        send_timeout: seconds a send (event or ping) may take before the
+            connection closes with reason ``send_timeout`` and
+            :class:`SendTimeoutError` is raised; ``None`` waits forever.
+        client_close_handler_callable: awaited with the ``http.disconnect``
+            message when the client leaves.
+        shutdown_event: set when a drain is requested, so the source can send
+            a farewell and return.
+        shutdown_grace_period: seconds a draining source may keep running
+            before it is cancelled (``GRACE_EXPIRED``).
+        cleanup_timeout: bound, in seconds, on closing the source; ``None``
+            means no bound.
+        on_transition: called with each :class:`Transition` as it happens.
+        drain_coordinator: where drain requests come from; by default the one
+            of the Starlette app serving the request (``scope["app"]``).
+
+    Raises:
+        TypeError, ValueError: an argument is out of range; the message names it.
+    """
+
+    DEFAULT_PING_INTERVAL: ClassVar[int] = 15
+    DEFAULT_SEPARATOR: ClassVar[str] = DEFAULT_SEPARATOR
+    DEFAULT_CLEANUP_TIMEOUT: ClassVar[float] = 30.0
+
+    media_type = "text/event-stream"
+
+    def __init__(
+        self,
+        content: ContentStream,
+        status_code: int = 200,
+        headers: Mapping[str, str] | None = None,
+        media_type: str | None = "text/event-stream",
+        background: BackgroundTask | None = None,
+        ping: float | None = None,
+        sep: str | None = None,
+        ping_message_factory: Callable[[], ServerSentEvent] | None = None,
+        data_sender_callable: Callable[[], Awaitable[None]] | None = None,
+        send_timeout: float | None = None,
+        client_close_handler_callable: Callable[[Message], Awaitable[None]] | None = None,
+        shutdown_event: anyio.Event | None = None,
+        shutdown_grace_period: float = 0,
+        cleanup_timeout: float | None = DEFAULT_CLEANUP_TIMEOUT,
+        *,
+        on_transition: Callable[[Transition], None] | None = None,
+        drain_coordinator: DrainCoordinator | None = None,
+    ) -> None:
+        self.sep = validate_sep(sep)
+        self.body_iterator: ClosableSource = open_source(content)
+        self.status_code = status_code
+        self.media_type = self.media_type if media_type is None else media_type
+        self.background = background
+        self.ping_interval = self.DEFAULT_PING_INTERVAL if ping is None else ping
+        _check_callable("ping_message_factory", ping_message_factory)
+        _check_callable("data_sender_callable", data_sender_callable)
+        _check_callable("client_close_handler_callable", client_close_handler_callable)
+        _check_callable("on_transition", on_transition)
+        self.ping_message_factory = ping_message_factory
+        self.data_sender_callable = data_sender_callable
+        self.client_close_handler_callable = client_close_handler_callable
+        self.send_timeout = (
+            None
+            if send_timeout is None
+            else _check_seconds("send_timeout", send_timeout, allow_zero=False)
+        )
+        self._shutdown_event = shutdown_event
+        self._shutdown_grace_period = _check_seconds(
+            "shutdown_grace_period", shutdown_grace_period, allow_zero=True
+        )
+        self._cleanup_timeout = (
+            None
+            if cleanup_timeout is None
+            else _check_seconds("cleanup_timeout", cleanup_timeout, allow_zero=True)
+        )
+        if drain_coordinator is not None and not isinstance(drain_coordinator, DrainCoordinator):
+            raise TypeError("drain_coordinator must be a DrainCoordinator")
+        self._drain_coordinator = drain_coordinator
+
+        # Same headers, in the same order, as sse-starlette: the user's first,
+        # then the ones SSE needs through proxies and caches.
+        sse_headers = MutableHeaders()
+        if headers is not None:
+            sse_headers.update(headers)
+        # "no-store": no cache of any kind may keep the stream.  Users may
+        # override it (fan-out proxies that cache for a moment).
+        sse_headers.setdefault("Cache-Control", "no-store")
+        sse_headers["Connection"] = "keep-alive"
+        # nginx buffers proxied responses unless told not to.
+        sse_headers["X-Accel-Buffering"] = "no"
+        self.init_headers(sse_headers)
+
+        self._machine = StateMachine()
+        self._machine.add_listener(self._log_transition)
+        if on_transition is not None:
+            self._machine.add_listener(_guard_listener(on_transition))
+        self._connection: Connection | None = None
+
+    # ----------------------------------------------------------- settings
+
+    @property
+    def ping_interval(self) -> float:
+        """Seconds without traffic before a ping; ``0`` disables pings."""
+        return self._ping_interval
+
+    @ping_interval.setter
+    def ping_interval(self, value: float) -> None:
+        self._ping_interval = _check_seconds("ping interval", value, allow_zero=True)
+
+    def enable_compression(self, force: bool = False) -> None:
+        """Refuse: a compressor buffers events and delays them (and the pings)."""
+        raise NotImplementedError("Compression is not supported for SSE streams.")
+
+    # -------------------------------------------------------- observation
+
+    @property
+    def state(self) -> State:
+        return self._machine.state
+
+    @property
+    def history(self) -> tuple[Transition, ...]:
+        return self._machine.history
+
+    @property
+    def close_reason(self) -> CloseReason | None:
+        return self._machine.close_reason
+
+    @property
+    def active(self) -> bool:
+        """sse-starlette's flag, derived: True until the connection is CLOSED."""
+        return self._machine.state is not State.CLOSED
+
+    def statistics(self) -> StreamStatistics:
+        machine = self._machine
+        return StreamStatistics(
+            state=machine.state,
+            close_reason=machine.close_reason,
+            events_sent=machine.count(Trigger.EVENT_SENT),
+            pings_sent=machine.count(Trigger.PING_SENT),
+            bytes_sent=0 if self._connection is None else self._connection.bytes_sent,
+            time_in_states=machine.time_in_states(),
+            history=machine.history,
+        )
+
+    def _log_transition(self, transition: Transition) -> None:
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug(
+                "stream %x: %s --%s--> %s (%s)",
+                id(self),
+                transition.source.name,
+                transition.trigger.name,
+                transition.target.name,
+                transition.reason,
+            )
+
+    # ---------------------------------------------------------------- ASGI
+
+    def _headers_for(self, scope: Scope) -> list[tuple[bytes, bytes]]:
+        if scope.get("http_version") in _HOP_BY_HOP_FORBIDDEN_VERSIONS:
+            # RFC 9113 8.2.2: connection-specific headers are malformed in HTTP/2.
+            return [(k, v) for k, v in self.raw_headers if k != b"connection"]
+        return self.raw_headers
+
+    def _coordinator_for(self, scope: Scope) -> DrainCoordinator | None:
+        if self._drain_coordinator is not None:
+            return self._drain_coordinator
+        app = scope.get("app")
+        if app is None or getattr(app, "state", None) is None:
+            return None
+        return drain_coordinator_for(app)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            send = _deny_websocket(send)
+        settings = StreamSettings(
+            sep=self.sep,
+            ping_interval=self._ping_interval,
+            ping_factory=self.ping_message_factory,
+            send_timeout=self.send_timeout,
+            cleanup_timeout=self._cleanup_timeout,
+            shutdown_event=self._shutdown_event,
+            shutdown_grace_period=self._shutdown_grace_period,
+            data_sender=self.data_sender_callable,
+            client_close_handler=self.client_close_handler_callable,
+            drain_coordinator=self._coordinator_for(scope),
+        )
+        connection = Connection(
+            machine=self._machine,
+            settings=settings,
+            source=self.body_iterator,
+            start_message={
+                "type": "http.response.start",
+                "status": self.status_code,
+                "headers": self._headers_for(scope),
+            },
+            receive=receive,
+            send=send,
+        )
+        self._connection = connection
+        if scope["type"] == "http" and scope.get("method", "GET").upper() == "HEAD":
+            # Starlette adds HEAD to GET routes; streaming on HEAD would never end.
+            await connection.answer_head()
+            await self.body_iterator.aclose()
+        else:
+            await connection.run()
+        if self.background is not None:
+            await self.background()
+
+
+def _deny_websocket(send: Send) -> Send:
+    """Send the response as a WebSocket denial response, as Starlette does."""
+
+    async def denial_send(message: Message) -> None:
+        if message["type"] in ("http.response.start", "http.response.body"):
+            message = {**message, "type": "websocket." + message["type"]}
+        await send(message)
+
+    return denial_send
+
+
+def _guard_listener(listener: Callable[[Transition], None]) -> Callable[[Transition], None]:
+    """A user's on_transition hook must not break the connection it observes."""
+
+    def guarded(transition: Transition) -> None:
+        try:
+            listener(transition)
+        except Exception:
+            logger.exception("on_transition callback raised")
+
+    return guarded
