@@ -1,0 +1,1 @@
+"""Runnable examples; ``examples.demo_app`` is what ``scripts/demo.sh`` serves."""
