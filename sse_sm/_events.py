@@ -23,6 +23,11 @@ Decisions the spec leaves to us (see docs/design.md, "Encoding"):
   ``bytes``/``bytearray``/``memoryview`` are decoded as UTF-8 (refused with a
   ``ValueError`` if they are not valid UTF-8); anything else goes through
   ``str()``, as in sse-starlette.
+* A ``str`` subclass is never written through an f-string, whose
+  ``__format__`` could differ from what was validated and split.  In ``event``
+  and ``id`` it is the characters it holds (a ``(str, Enum)`` member is its
+  value); ``data`` and ``comment`` go through ``str()`` and are then split,
+  both exactly as sse-starlette does.
 * A lone surrogate (a ``str`` that cannot be encoded as UTF-8) is written as
   U+FFFD, the character a WHATWG decoder would show for a broken sequence; a
   surrogate *pair* left unjoined in a ``str`` is joined into the character it
@@ -86,11 +91,27 @@ def _utf8(text: str) -> bytes:
         return _SURROGATE.sub("\ufffd", joined).encode("utf-8")
 
 
+def _plain(text: str) -> str:
+    """The characters of a ``str`` as an exact ``str``.
+
+    A ``str`` subclass may override ``__str__`` or ``__format__`` (a
+    ``(str, Enum)`` member formats as ``Kind.NAME``), so what was validated
+    would not be what an f-string writes.  Its characters are what it holds.
+    """
+    return text if type(text) is str else str.__str__(text)
+
+
+def _text(value: object) -> str:
+    """``str(value)`` as an exact ``str`` (``__str__`` may return a subclass)."""
+    return _plain(str(value))
+
+
 def _check_event(event: object) -> str | None:
     if event is None:
         return None
     if not isinstance(event, str):
         raise TypeError(f"event must be a str, got {type(event).__name__}")
+    event = _plain(event)
     if "\r" in event or "\n" in event:
         raise ValueError(f"event must not contain CR or LF (it would end the field): {event!r}")
     return event
@@ -101,7 +122,7 @@ def _check_id(id: object) -> str | None:
         return None
     if isinstance(id, bool) or not isinstance(id, (str, int)):
         raise TypeError(f"id must be a str (or an int), got {type(id).__name__}")
-    text = str(id)
+    text = _plain(id) if isinstance(id, str) else int.__repr__(id)
     if "\r" in text or "\n" in text or "\0" in text:
         # A browser ignores an id containing NUL, and CR/LF would end the field.
         raise ValueError(f"id must not contain CR, LF or NUL: {text!r}")
@@ -120,7 +141,7 @@ def _check_retry(retry: object) -> int | None:
 
 
 def _data_text(data: object) -> str | None:
-    if data is None or isinstance(data, str):
+    if data is None or type(data) is str:
         return data
     if isinstance(data, (dict, list)):
         return _json(data)
@@ -129,7 +150,7 @@ def _data_text(data: object) -> str | None:
             return bytes(data).decode("utf-8")
         except UnicodeDecodeError as exc:
             raise ValueError(f"data bytes are not valid UTF-8: {exc}") from None
-    return str(data)
+    return _text(data)
 
 
 def _json(value: object) -> str:
@@ -204,7 +225,7 @@ class ServerSentEvent:
         self._event = _check_event(event)
         self._id = _check_id(id)
         self._retry = _check_retry(retry)
-        self._comment = None if comment is None else str(comment)
+        self._comment = None if comment is None else _text(comment)
         self._sep = validate_sep(sep)
 
     @property
@@ -245,7 +266,7 @@ class ServerSentEvent:
 
     @comment.setter
     def comment(self, value: str | None) -> None:
-        self._comment = None if value is None else str(value)
+        self._comment = None if value is None else _text(value)
 
     @property
     def sep(self) -> str:
@@ -328,7 +349,7 @@ def _encode_mapping(fields: Mapping[str, Any], sep: str) -> bytes:
         _check_event(event),
         _check_id(id),
         _check_retry(retry),
-        None if comment is None else str(comment),
+        None if comment is None else _text(comment),
         sep,
     )
 
@@ -357,7 +378,11 @@ def encode_item(item: object, sep: str) -> bytes:
         return item
     if isinstance(item, (bytearray, memoryview)):
         return bytes(item)
-    return _encode_fields(_data_text(item), None, None, None, None, sep)
+    # Like sse-starlette, None is the text "None": a source that yields it
+    # sends an event, not an empty block.
+    return _encode_fields(
+        _data_text(item) if item is not None else "None", None, None, None, None, sep
+    )
 
 
 def ensure_bytes(data: object, sep: str) -> bytes:
