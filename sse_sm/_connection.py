@@ -190,9 +190,11 @@ class Connection:
                 if machine.state is State.STREAMING:
                     await self._stream()
             except anyio.get_cancelled_exc_class():
-                if machine.state is not State.CLOSED:
+                state = machine.state
+                if state is not State.CLOSED:
                     machine.fire(Trigger.CANCELLED, "the connection's task was cancelled")
-                    await self._send_final_body(bound=CANCELLED_FINAL_SEND_BOUND)
+                    if state is not State.OPEN:  # no body may precede the headers
+                        await self._send_final_body(bound=CANCELLED_FINAL_SEND_BOUND)
                 raise
         finally:
             await self._close_source()
