@@ -63,7 +63,7 @@ def loop_clock() -> Callable[[], float]:
     """The running event loop's own clock, resolved once per connection.
 
     ``anyio.current_time()`` costs about 0.5 us; the loop's clock method costs
-    a tenth of that, and the pump reads it once per event.  Deadlines of anyio
+    a fifth to a seventh of that, and the pump reads it once per event.  Deadlines of anyio
     cancel scopes are in this clock's time, including under trio's MockClock.
     """
     native: Any = anyio.lowlevel.current_token().native_token
@@ -129,9 +129,11 @@ class Connection:
 
     __slots__ = (
         "_clock",
+        "_close_handler_called",
         "_error",
         "_last_traffic",
         "_machine",
+        "_peer_gone",
         "_ping_in_flight",
         "_pump_scope",
         "_receive",
@@ -171,6 +173,8 @@ class Connection:
         self._last_traffic = 0.0
         self._ping_in_flight: anyio.Event | None = None
         self._error: BaseException | None = None
+        self._close_handler_called = False
+        self._peer_gone = False
         self.bytes_sent = 0
 
     # ------------------------------------------------------------------ entry
@@ -184,6 +188,7 @@ class Connection:
                 with reason ``error``).
         """
         machine = self._machine
+        machine.use_clock(self._clock)
         try:
             try:
                 await self._send_start()
@@ -198,25 +203,48 @@ class Connection:
                 raise
         finally:
             await self._close_source()
+        self._raise_for_close()
+
+    def _raise_for_close(self) -> None:
+        """Raise what the close calls for: the recorded error, or SendTimeoutError."""
         if self._error is not None:
             raise self._error
-        if machine.close_reason is CloseReason.SEND_TIMEOUT:
-            raise SendTimeoutError(machine.history[-1].reason)
+        if self._machine.close_reason is CloseReason.SEND_TIMEOUT:
+            raise SendTimeoutError(self._machine.history[-1].reason)
 
     async def answer_head(self) -> None:
-        """Answer a HEAD request: headers and an empty body; the source never starts."""
-        with anyio.move_on_after(self._settings.send_timeout) as scope:
+        """Answer a HEAD request: headers and an empty body; the source never starts.
+
+        Raises:
+            SendTimeoutError: the answer was not sent within ``send_timeout``.
+            Exception: what ``send`` raised, other than ``OSError``.
+        """
+        machine = self._machine
+        machine.use_clock(self._clock)
+        try:
             try:
-                await self._send(self._start_message)
-                await self._send({"type": "http.response.body", "body": b"", "more_body": False})
+                with anyio.move_on_after(self._settings.send_timeout) as scope:
+                    await self._send(self._start_message)
+                    await self._send(
+                        {"type": "http.response.body", "body": b"", "more_body": False}
+                    )
             except OSError as exc:
-                self._machine.fire(Trigger.DISCONNECTED, f"send raised {exc!r}")
-                return
-        if scope.cancelled_caught:
-            reason = f"HEAD response not sent within {self._settings.send_timeout} s"
-            self._machine.fire(Trigger.SEND_TIMED_OUT, reason)
-            raise SendTimeoutError(reason)
-        self._machine.fire(Trigger.HEAD_ANSWERED, "HEAD: headers only")
+                machine.fire(Trigger.DISCONNECTED, f"send raised {exc!r}")
+            except Exception as exc:
+                self._fail(exc)
+            except anyio.get_cancelled_exc_class():
+                machine.fire(Trigger.CANCELLED, "the connection's task was cancelled")
+                raise
+            else:
+                if scope.cancelled_caught:
+                    reason = f"HEAD response not sent within {self._settings.send_timeout} s"
+                    machine.fire(Trigger.SEND_TIMED_OUT, reason)
+                else:
+                    machine.fire(Trigger.HEAD_ANSWERED, "HEAD: headers only")
+        finally:
+            # Never started, but closing it releases what creating it acquired.
+            await self._close_source()
+        self._raise_for_close()
 
     # --------------------------------------------------------------- OPEN
 
@@ -256,7 +284,13 @@ class Connection:
                 # client-close handler that the watcher runs is not stopped.
                 self._watch_scope.cancel()
                 self._sender_scope.cancel()
-            await self._send_final_body(bound=settings.send_timeout)
+            await self._send_final_body(bound=self._cleanup_bound())
+            if (
+                self._machine.close_reason is CloseReason.CLIENT_DISCONNECTED
+                and not self._close_handler_called
+            ):
+                # The pump saw the disconnect (OSError from send): no message came.
+                await self._call_close_handler({"type": "http.disconnect"})
 
     async def _pump(self) -> None:
         machine = self._machine
@@ -337,12 +371,19 @@ class Connection:
             self._fail(exc)
             self._pump_scope.cancel()
             return
+        if disconnect is not None:
+            await self._call_close_handler(disconnect)
+
+    async def _call_close_handler(self, message: Message) -> None:
+        """Await ``client_close_handler_callable`` once, whichever task saw the client leave."""
         handler = self._settings.client_close_handler
-        if disconnect is not None and handler is not None:
-            try:
-                await handler(disconnect)
-            except Exception as exc:
-                self._fail(exc)
+        if handler is None or self._close_handler_called:
+            return
+        self._close_handler_called = True
+        try:
+            await handler(message)
+        except Exception as exc:
+            self._fail(exc)
 
     async def _watch_until_closed(self) -> Message | None:
         """Wait for a disconnect, sending pings and timing sends meanwhile.
@@ -368,6 +409,7 @@ class Connection:
                 message = await receive()
             if not waiting.cancelled_caught:
                 if message["type"] in _DISCONNECT_TYPES:
+                    self._peer_gone = True
                     if machine.state is State.CLOSED:
                         return None
                     machine.fire(Trigger.DISCONNECTED, f"client sent {message['type']}")
@@ -402,8 +444,7 @@ class Connection:
             with anyio.move_on_after(settings.send_timeout) as scope:
                 await self._send({"type": "http.response.body", "body": frame, "more_body": True})
         except OSError as exc:
-            self._machine.fire(Trigger.DISCONNECTED, f"sending a ping raised {exc!r}")
-            self._pump_scope.cancel()
+            self._close_from_watcher(Trigger.DISCONNECTED, f"sending a ping raised {exc!r}")
             return False
         finally:
             self._ping_in_flight = None
@@ -413,11 +454,19 @@ class Connection:
             return False
         self._last_traffic = self._clock()
         self.bytes_sent += len(frame)
+        # The pump may have closed the connection while this ping was in flight.
+        if self._machine.state is State.CLOSED:
+            return False
         self._machine.fire(Trigger.PING_SENT)
         return True
 
     def _time_out(self, reason: str) -> None:
-        self._machine.fire(Trigger.SEND_TIMED_OUT, reason)
+        self._close_from_watcher(Trigger.SEND_TIMED_OUT, reason)
+
+    def _close_from_watcher(self, trigger: Trigger, reason: str) -> None:
+        """Close on the watcher's finding, unless the pump closed the connection first."""
+        if self._machine.state is not State.CLOSED:
+            self._machine.fire(trigger, reason)
         self._pump_scope.cancel()
 
     # ------------------------------------------------------------ data sender
@@ -432,16 +481,37 @@ class Connection:
 
     # ---------------------------------------------------------------- CLOSED
 
+    def _cleanup_bound(self) -> float | None:
+        """How long a shielded final send may take: send_timeout, else cleanup_timeout."""
+        settings = self._settings
+        return (
+            settings.send_timeout if settings.send_timeout is not None else settings.cleanup_timeout
+        )
+
     def _fail(self, exc: BaseException) -> None:
-        """Record an exception to re-raise, and close with reason ``error`` if still open."""
-        if self._error is None:
-            self._error = exc
-        if self._machine.state is not State.CLOSED:
-            self._machine.fire(Trigger.FAILED, repr(exc))
+        """Close with reason ``error`` and keep ``exc`` to re-raise, if still open.
+
+        What :meth:`run` raises always matches the close reason.  An exception
+        that arrives after the connection closed for another reason (a source
+        failing as the client leaves, a client-close handler that raises) is
+        logged with its traceback instead.
+        """
+        machine = self._machine
+        if machine.state is State.CLOSED:
+            logger.error(
+                "raised after the connection closed (%s)",
+                None if machine.close_reason is None else machine.close_reason.value,
+                exc_info=exc,
+            )
+            return
+        self._error = exc
+        machine.fire(Trigger.FAILED, repr(exc))
 
     async def _send_final_body(self, *, bound: float | None) -> None:
         """End the response cleanly if the close reason says the peer still listens."""
-        if self._machine.close_reason not in CLEAN_END_REASONS:
+        if self._machine.close_reason not in CLEAN_END_REASONS or self._peer_gone:
+            # Nothing is sent to a client known to have left, even when the
+            # connection closed for another reason a moment before.
             return
         with anyio.move_on_after(bound, shield=True) as scope:
             while self._ping_in_flight is not None:

@@ -7,10 +7,15 @@ Invariants:
   or is passed explicitly, so two apps or two servers in one process never
   drain each other, and a test that drains one app leaves the next test alone.
 * :meth:`DrainCoordinator.request_drain` is synchronous, never blocks and may
-  be called from any thread, including a signal handler: it only flips a flag
-  under a lock and schedules one callback per event loop through the loop's
-  own thread-safe entry point (``call_soon_threadsafe`` on asyncio,
-  ``TrioToken.run_sync_soon`` on trio).  Connections react on their loop.
+  be called from any thread, including a signal handler running on the loop's
+  own thread: it flips a flag under a re-entrant lock and schedules one
+  callback per registered stream through its loop's thread-safe entry point
+  (``call_soon_threadsafe`` on asyncio, ``TrioToken.run_sync_soon`` on trio).
+  Connections react on their loop, never inside the caller.
+* A stream that registers while a drain is being requested is not missed:
+  :meth:`DrainCoordinator.register` looks at the flag again after adding
+  itself.  A stream may therefore be asked twice; the second request is the
+  ``DRAINING`` self-loop.
 * Nothing polls and nothing runs per connection: a connection registers a
   plain callback while it streams and unregisters it when it closes.
 """
@@ -66,7 +71,8 @@ class DrainCoordinator:
     __slots__ = ("_lock", "_reason", "_registrations")
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        # Re-entrant: a signal handler may interrupt register() on the same thread.
+        self._lock = threading.RLock()
         self._registrations: dict[int, _Registration] = {}
         self._reason: str | None = None
 
@@ -114,14 +120,15 @@ class DrainCoordinator:
         registration = _Registration(callback, current_token())
         key = id(registration)
         with self._lock:
-            reason = self._reason
-            if reason is None:
-                self._registrations[key] = registration
+            self._registrations[key] = registration
 
         def unregister() -> None:
             with self._lock:
                 self._registrations.pop(key, None)
 
+        # Read after adding: a request that snapshotted the streams just
+        # before this one was added is seen here instead.
+        reason = self._reason
         if reason is not None:
             callback(reason)
         return unregister

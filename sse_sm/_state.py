@@ -25,12 +25,14 @@ Who fires each trigger (the driver lives in ``_connection.py``):
   ``EVENT_SENT``, ``SOURCE_EXHAUSTED``, ``GRACE_EXPIRED``, ``FAILED`` and
   ``CANCELLED``, and ``DISCONNECTED`` when ``send`` raises ``OSError``;
 * the watcher task fires ``PING_SENT``, ``DISCONNECTED`` (on
-  ``http.disconnect``) and ``SEND_TIMED_OUT``;
+  ``http.disconnect``, or ``OSError`` from a ping's send), ``SEND_TIMED_OUT``
+  and ``FAILED`` (``receive`` or the ping factory raised);
+* the data-sender task, when there is one, fires ``FAILED`` if it raises;
 * the drain coordinator fires ``SHUTDOWN_REQUESTED`` on the event loop.
 
 Self-loops (``EVENT_SENT``, ``PING_SENT``) are rows like any other, but firing
 one only increments a counter: the history records changes of state, so it is
-bounded (at most four entries) however long the stream runs.
+bounded (at most three entries) however long the stream runs.
 """
 
 from __future__ import annotations
@@ -293,6 +295,18 @@ class StateMachine:
     def allows(self, trigger: Trigger) -> bool:
         """Whether ``trigger`` has a row from the current state."""
         return trigger in self._arcs
+
+    def use_clock(self, clock: Callable[[], float]) -> None:
+        """Switch to the event loop's clock before the first transition.
+
+        The response builds its machine before any loop runs; the driver
+        hands over the loop's clock when the connection starts, so history
+        times and deadlines share one time base (trio's MockClock included).
+        """
+        if self._history:
+            raise RuntimeError("the clock can only change before the first transition")
+        self._clock = clock
+        self._opened_at = clock()
 
     def add_listener(self, listener: TransitionListener) -> None:
         """Call ``listener`` synchronously after every change of state."""

@@ -304,7 +304,6 @@ class EventSourceResponse(Response):
         if scope["type"] == "http" and scope.get("method", "GET").upper() == "HEAD":
             # Starlette adds HEAD to GET routes; streaming on HEAD would never end.
             await connection.answer_head()
-            await self.body_iterator.aclose()
         else:
             await connection.run()
         if self.background is not None:
