@@ -1,0 +1,135 @@
+"""One stream never starves the others.
+
+uvicorn's ``send()`` returns without yielding while the transport buffer is
+below its high-water mark, so a source that produces without awaiting would
+hold the event loop: other streams stall and the client's disconnect is never
+read.  The fake ``send`` here behaves the same way (no checkpoint).  A source
+that never awaits is bounded by a guard count, so that without the pump's
+fairness checkpoint this test fails instead of hanging.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import anyio
+from starlette.types import Message, Scope
+
+from sse_sm import CloseReason, EventSourceResponse
+
+GUARD = 3_000_000  # far more events than a fair loop needs before the disconnect lands
+
+
+def scope() -> Scope:
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.3"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": "/",
+        "raw_path": b"/",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [],
+        "client": ("127.0.0.1", 5000),
+        "server": ("testserver", 80),
+    }
+
+
+class GreedySource:
+    """Yields as fast as it can and never awaits anything."""
+
+    def __init__(self) -> None:
+        self.produced = 0
+        self.closed = False
+
+    async def events(self) -> AsyncIterator[str]:
+        try:
+            while self.produced < GUARD:
+                self.produced += 1
+                yield "x"
+        finally:
+            self.closed = True
+
+
+class Peer:
+    """The server side of one connection: a send that never yields, a disconnect on demand."""
+
+    def __init__(self) -> None:
+        self.bodies = 0
+        self.first_body = anyio.Event()
+        self.leave = anyio.Event()
+
+    async def receive(self) -> Message:
+        await self.leave.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(self, message: Message) -> None:
+        if message["type"] == "http.response.body" and message.get("body"):
+            self.bodies += 1
+            self.first_body.set()
+
+
+async def test_a_source_that_never_awaits_leaves_the_loop_to_others() -> None:
+    greedy, greedy_peer = GreedySource(), Peer()
+    greedy_response = EventSourceResponse(greedy.events(), ping=0)
+
+    async def ticks() -> AsyncIterator[str]:
+        for n in range(5):
+            yield str(n)
+            await anyio.sleep(0.01)
+
+    polite_peer = Peer()
+    polite_response = EventSourceResponse(ticks(), ping=0)
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(greedy_response, scope(), greedy_peer.receive, greedy_peer.send)
+            await greedy_peer.first_body.wait()
+            # With the greedy stream running, another stream still makes progress...
+            await polite_response(scope(), polite_peer.receive, polite_peer.send)
+            assert polite_peer.bodies == 5
+            # ...and the greedy stream's client can still leave.
+            greedy_peer.leave.set()
+    assert greedy_response.close_reason is CloseReason.CLIENT_DISCONNECTED
+    assert greedy.produced < GUARD, "the disconnect was only seen after the guard ran out"
+    assert greedy.closed
+
+
+async def test_a_blocking_sync_source_does_not_delay_the_disconnect() -> None:
+    import threading
+    import time
+
+    blocked = threading.Event()
+    released = threading.Event()
+    finished = threading.Event()
+
+    def blocking() -> Iterator[Any]:
+        try:
+            yield "first"
+            blocked.set()
+            released.wait(timeout=5)  # a next() that blocks until the test lets it go
+            yield "second"
+        finally:
+            finished.set()
+
+    peer = Peer()
+    response = EventSourceResponse(blocking(), ping=0)
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(response, scope(), peer.receive, peer.send)
+            await peer.first_body.wait()
+            assert await anyio.to_thread.run_sync(blocked.wait, 5)
+            started = anyio.current_time()
+            peer.leave.set()
+        elapsed = anyio.current_time() - started
+    assert response.close_reason is CloseReason.CLIENT_DISCONNECTED
+    assert elapsed < 1.0, f"the response waited {elapsed:.2f} s for a blocked next()"
+    assert not finished.is_set(), "the generator is still blocked in its worker thread"
+    released.set()
+    deadline = time.monotonic() + 5
+    while not finished.is_set() and time.monotonic() < deadline:
+        await anyio.sleep(0.01)
+    assert finished.is_set(), "the worker closed the generator once next() returned"
