@@ -16,6 +16,8 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
+import signal
 from collections.abc import AsyncIterator
 from datetime import datetime, timezone
 
@@ -25,7 +27,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse
 from starlette.routing import Route
 
-from sse_sm import EventSourceResponse, ServerSentEvent
+from sse_sm import EventSourceResponse, ServerSentEvent, drain_coordinator_for
 
 __all__ = ("app",)
 
@@ -92,12 +94,22 @@ def parse_last_event_id(raw: str | None) -> int:
         return 0
 
 
-async def ticks(interval: float, start_after: int, client: str) -> AsyncIterator[ServerSentEvent]:
-    """Yield one ``tick`` event per ``interval`` seconds, forever.
+#: How long a draining stream may take to say goodbye before it is cut.
+SHUTDOWN_GRACE_SECONDS = 2.0
+#: The reconnection delay sent with the farewell, in milliseconds.
+FAREWELL_RETRY_MS = 2000
 
-    The stream never ends on its own; it stops when the client goes away or the
-    server shuts down, and the response cancels this generator.  ``finally``
-    runs in both cases, which is where per-connection cleanup belongs.
+
+async def ticks(
+    interval: float, start_after: int, client: str, shutdown: anyio.Event
+) -> AsyncIterator[ServerSentEvent]:
+    """Yield one ``tick`` event per ``interval`` seconds until a drain.
+
+    The stream ends when the client goes away (the response cancels this
+    generator) or when the server drains: ``shutdown`` is set, and the
+    generator says goodbye with a ``retry`` so the browser reconnects to the
+    next server, then returns.  ``finally`` runs on every path, which is
+    where per-connection cleanup belongs.
     """
     n = start_after
     log.info("client %s connected (interval %gs, resuming after id %d)", client, interval, n)
@@ -109,7 +121,13 @@ async def ticks(interval: float, start_after: int, client: str) -> AsyncIterator
                 "time": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
             }
             yield ServerSentEvent(data=json.dumps(payload), id=str(n), event="tick")
-            await anyio.sleep(interval)
+            with anyio.move_on_after(interval):
+                await shutdown.wait()
+            if shutdown.is_set():
+                yield ServerSentEvent(
+                    data="the server is shutting down", event="farewell", retry=FAREWELL_RETRY_MS
+                )
+                return
     finally:
         log.info("client %s left after id %d", client, n)
 
@@ -119,7 +137,13 @@ async def events(request: Request) -> EventSourceResponse:
     interval = parse_interval(request.query_params.get("interval"))
     start_after = parse_last_event_id(request.headers.get("last-event-id"))
     client = f"{request.client.host}:{request.client.port}" if request.client else "unknown"
-    return EventSourceResponse(ticks(interval, start_after, client), ping=PING_SECONDS)
+    shutdown = anyio.Event()
+    return EventSourceResponse(
+        ticks(interval, start_after, client, shutdown),
+        ping=PING_SECONDS,
+        shutdown_event=shutdown,
+        shutdown_grace_period=SHUTDOWN_GRACE_SECONDS,
+    )
 
 
 async def health(request: Request) -> PlainTextResponse:
@@ -218,3 +242,32 @@ app = Starlette(
         Route("/health", health),
     ],
 )
+
+
+def main() -> None:
+    """Serve the demo with uvicorn, draining every stream when told to stop.
+
+    uvicorn waits for open connections before it exits, and an endless stream
+    never ends by itself.  This server asks the app's streams to drain on
+    Ctrl-C or SIGTERM (the explicit, app-scoped API), so each browser gets its
+    farewell and a clean end of stream, then the server exits.
+    """
+    import uvicorn
+
+    class DrainingServer(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: object) -> None:
+            drain_coordinator_for(app).request_drain(f"{signal.Signals(sig).name} received")
+            super().handle_exit(sig, frame)  # type: ignore[arg-type]
+
+    host, port = "127.0.0.1", int(os.environ.get("PORT", "8000"))
+    print(f"sse_sm demo: open http://{host}:{port}/", flush=True)
+    config = uvicorn.Config(app, host=host, port=port, timeout_graceful_shutdown=5)
+    try:
+        DrainingServer(config).run()
+    except KeyboardInterrupt:
+        # uvicorn re-raises the Ctrl-C it captured once it has shut down cleanly.
+        pass
+
+
+if __name__ == "__main__":
+    main()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -162,3 +163,59 @@ def test_events_stream_ticks_with_sse_headers(demo_server: DemoServer) -> None:
         ids.append(int(event.id))
     assert ids == sorted(ids)
     assert len(set(ids)) == len(ids)
+
+
+def open_stream(port: int) -> socket.socket:
+    """A raw HTTP/1.1 request for a fast tick stream, with its headers read."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=STREAM_TIMEOUT)
+    sock.sendall(
+        b"GET /events?interval=0.05 HTTP/1.1\r\n"
+        b"Host: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n"
+    )
+    return sock
+
+
+def read_until_closed(sock: socket.socket) -> bytes:
+    """Everything the server sends until it closes the connection (bounded by the timeout)."""
+    chunks = []
+    while chunk := sock.recv(65536):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def test_ctrl_c_drains_every_stream_then_the_demo_exits(tmp_path: Path) -> None:
+    """The README's demo command: on SIGINT each client gets its farewell and a clean end."""
+    port = free_port()
+    server = DemoServer(base_url=f"http://127.0.0.1:{port}", log_path=tmp_path / "server.log")
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PORT": str(port)}
+    with server.log_path.open("wb") as log_file:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "examples.demo_app"],
+            cwd=REPO_ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+    sockets: list[socket.socket] = []
+    try:
+        wait_until_healthy(process, server)
+        assert f"open http://127.0.0.1:{port}/" in server.log()
+        sockets = [open_stream(port) for _ in range(3)]
+        for sock in sockets:
+            assert b"event: tick" in sock.recv(65536) + sock.recv(65536)
+        started = time.monotonic()
+        process.send_signal(signal.SIGINT)
+        bodies = [read_until_closed(sock) for sock in sockets]
+        process.wait(timeout=STOP_TIMEOUT)
+        elapsed = time.monotonic() - started
+    finally:
+        for sock in sockets:
+            sock.close()
+        stop(process)
+    for body in bodies:
+        assert b"event: farewell\r\n" in body, server.log()
+        assert b"retry: 2000\r\n" in body
+        assert body.endswith(b"0\r\n\r\n"), "the chunked body ends cleanly"
+    assert process.returncode == 0, server.log()
+    assert elapsed < 4.0, f"the demo took {elapsed:.1f} s to drain and exit"
