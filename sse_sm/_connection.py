@@ -32,6 +32,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Final, final
 
@@ -77,46 +78,20 @@ def loop_clock() -> Callable[[], float]:
 
 
 @final
+@dataclass(frozen=True, slots=True)
 class StreamSettings:
     """What one response asks of its connection; validated by the response."""
 
-    __slots__ = (
-        "cleanup_timeout",
-        "client_close_handler",
-        "data_sender",
-        "drain_coordinator",
-        "ping_factory",
-        "ping_interval",
-        "send_timeout",
-        "sep",
-        "shutdown_event",
-        "shutdown_grace_period",
-    )
-
-    def __init__(
-        self,
-        *,
-        sep: str,
-        ping_interval: float,
-        ping_factory: Callable[[], ServerSentEvent] | None,
-        send_timeout: float | None,
-        cleanup_timeout: float | None,
-        shutdown_event: anyio.Event | None,
-        shutdown_grace_period: float,
-        data_sender: Callable[[], Awaitable[None]] | None,
-        client_close_handler: Callable[[Message], Awaitable[None]] | None,
-        drain_coordinator: DrainCoordinator | None,
-    ) -> None:
-        self.sep = sep
-        self.ping_interval = ping_interval
-        self.ping_factory = ping_factory
-        self.send_timeout = send_timeout
-        self.cleanup_timeout = cleanup_timeout
-        self.shutdown_event = shutdown_event
-        self.shutdown_grace_period = shutdown_grace_period
-        self.data_sender = data_sender
-        self.client_close_handler = client_close_handler
-        self.drain_coordinator = drain_coordinator
+    sep: str
+    ping_interval: float
+    ping_factory: Callable[[], ServerSentEvent] | None
+    send_timeout: float | None
+    cleanup_timeout: float | None
+    shutdown_event: anyio.Event | None
+    shutdown_grace_period: float
+    data_sender: Callable[[], Awaitable[None]] | None
+    client_close_handler: Callable[[Message], Awaitable[None]] | None
+    drain_coordinator: DrainCoordinator | None
 
 
 @final

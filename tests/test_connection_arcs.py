@@ -28,6 +28,8 @@ from sse_sm import (
 )
 from sse_sm.testing import Comment, Event, SSEStream, stream
 
+from ._support import http_scope, never_receive
+
 LEGAL = {(arc.source, arc.trigger): arc for arc in TRANSITIONS}
 
 
@@ -111,28 +113,6 @@ async def wait_for_state(
 
 
 # --------------------------------------------------------------------- OPEN
-
-
-def http_scope(method: str = "GET") -> Scope:
-    return {
-        "type": "http",
-        "asgi": {"version": "3.0", "spec_version": "2.3"},
-        "http_version": "1.1",
-        "method": method,
-        "scheme": "http",
-        "path": "/",
-        "raw_path": b"/",
-        "query_string": b"",
-        "root_path": "",
-        "headers": [],
-        "client": ("127.0.0.1", 5000),
-        "server": ("testserver", 80),
-    }
-
-
-async def never_receive() -> Message:
-    await anyio.sleep_forever()
-    raise AssertionError("unreachable")
 
 
 async def test_open_to_streaming_on_started() -> None:
@@ -420,6 +400,16 @@ def draining_endpoint(
     return Endpoint(make)
 
 
+async def read_one_then_drain(
+    endpoint: Endpoint, coordinator: DrainCoordinator, *, max_buffered_messages: int | None = None
+) -> None:
+    """Read the first event, request a drain, then wait (without reading) for the end."""
+    async with stream(endpoint, max_buffered_messages=max_buffered_messages) as sse:
+        await sse.next_event()
+        coordinator.request_drain()
+        await sse.wait_finished()
+
+
 async def test_draining_to_draining_on_event_sent() -> None:
     source = Source()
     coordinator = DrainCoordinator()
@@ -538,14 +528,8 @@ async def test_draining_to_closed_on_send_timed_out() -> None:
         flood, coordinator, shutdown_grace_period=5, send_timeout=0.05, ping=0
     )
 
-    async def drain_without_reading() -> None:
-        async with stream(endpoint, max_buffered_messages=2) as sse:
-            await sse.next_event()
-            coordinator.request_drain()
-            await sse.wait_finished()
-
     with anyio.fail_after(5), pytest.raises(SendTimeoutError):
-        await drain_without_reading()
+        await read_one_then_drain(endpoint, coordinator, max_buffered_messages=2)
     assert_path(endpoint.resp, Trigger.STARTED, Trigger.SHUTDOWN_REQUESTED, Trigger.SEND_TIMED_OUT)
     assert endpoint.resp.close_reason is CloseReason.SEND_TIMEOUT
 
@@ -559,14 +543,8 @@ async def test_draining_to_closed_on_failed() -> None:
     coordinator = DrainCoordinator()
     endpoint = draining_endpoint(fails_on_drain, coordinator, shutdown_grace_period=5)
 
-    async def drain() -> None:
-        async with stream(endpoint) as sse:
-            await sse.next_event()
-            coordinator.request_drain()
-            await sse.wait_finished()
-
     with anyio.fail_after(5), pytest.raises(LookupError):
-        await drain()
+        await read_one_then_drain(endpoint, coordinator)
     assert_path(endpoint.resp, Trigger.STARTED, Trigger.SHUTDOWN_REQUESTED, Trigger.FAILED)
     assert endpoint.resp.close_reason is CloseReason.ERROR
 

@@ -14,28 +14,13 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import anyio
-from starlette.types import Message, Scope
+from starlette.types import Message
 
 from sse_sm import CloseReason, EventSourceResponse
 
+from ._support import http_scope
+
 GUARD = 3_000_000  # far more events than a fair loop needs before the disconnect lands
-
-
-def scope() -> Scope:
-    return {
-        "type": "http",
-        "asgi": {"version": "3.0", "spec_version": "2.3"},
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": "http",
-        "path": "/",
-        "raw_path": b"/",
-        "query_string": b"",
-        "root_path": "",
-        "headers": [],
-        "client": ("127.0.0.1", 5000),
-        "server": ("testserver", 80),
-    }
 
 
 class GreedySource:
@@ -86,10 +71,10 @@ async def test_a_source_that_never_awaits_leaves_the_loop_to_others() -> None:
 
     with anyio.fail_after(10):
         async with anyio.create_task_group() as tasks:
-            tasks.start_soon(greedy_response, scope(), greedy_peer.receive, greedy_peer.send)
+            tasks.start_soon(greedy_response, http_scope(), greedy_peer.receive, greedy_peer.send)
             await greedy_peer.first_body.wait()
             # With the greedy stream running, another stream still makes progress...
-            await polite_response(scope(), polite_peer.receive, polite_peer.send)
+            await polite_response(http_scope(), polite_peer.receive, polite_peer.send)
             assert polite_peer.bodies == 5
             # ...and the greedy stream's client can still leave.
             greedy_peer.leave.set()
@@ -119,7 +104,7 @@ async def test_a_blocking_sync_source_does_not_delay_the_disconnect() -> None:
     response = EventSourceResponse(blocking(), ping=0)
     with anyio.fail_after(5):
         async with anyio.create_task_group() as tasks:
-            tasks.start_soon(response, scope(), peer.receive, peer.send)
+            tasks.start_soon(response, http_scope(), peer.receive, peer.send)
             await peer.first_body.wait()
             assert await anyio.to_thread.run_sync(blocked.wait, 5)
             started = anyio.current_time()
