@@ -163,6 +163,7 @@ class Connection:
                 with reason ``error``).
         """
         machine = self._machine
+        machine.require(Trigger.STARTED)
         machine.use_clock(self._clock)
         try:
             try:
@@ -195,6 +196,7 @@ class Connection:
             Exception: what ``send`` raised, other than ``OSError``.
         """
         machine = self._machine
+        machine.require(Trigger.HEAD_ANSWERED)
         machine.use_clock(self._clock)
         try:
             try:

@@ -308,6 +308,15 @@ class StateMachine:
         self._clock = clock
         self._opened_at = clock()
 
+    def require(self, trigger: Trigger) -> None:
+        """Raise :class:`TransitionError` now if ``trigger`` has no row from here.
+
+        For a driver about to do I/O whose outcome it will report as
+        ``trigger``: a response run a second time is refused before it sends.
+        """
+        if trigger not in self._arcs:
+            raise TransitionError(self._state, trigger)
+
     def add_listener(self, listener: TransitionListener) -> None:
         """Call ``listener`` synchronously after every change of state."""
         self._listeners.append(listener)

@@ -573,14 +573,17 @@ class SSEStream:
         """ASGI ``send``: record the response and hand parsed items to the reader.
 
         Always a checkpoint, like a real server's ``send()``, so an app that
-        only ever sends cannot starve the test.
+        only ever sends cannot starve the test.  The message is judged when the
+        app hands it over, before that checkpoint: a message sent before the
+        disconnect was delivered is not a violation because the disconnect
+        arrived while the send was in progress.
         """
-        await anyio.lowlevel.checkpoint()
         headers = message.get("headers")
         if isinstance(headers, Iterable) and not isinstance(headers, (str, bytes, list, tuple)):
             # ASGI allows any iterable; read a one-shot one once, before checking it.
             message = {**message, "headers": list(headers)}
         problem = self._protocol_problem(message)
+        await anyio.lowlevel.checkpoint()
         if problem is not None:
             self.violations.append(problem)
             return

@@ -236,3 +236,14 @@ class MachineModel(RuleBasedStateMachine):
 
 
 TestMachineModel = MachineModel.TestCase
+
+
+def test_require_raises_without_firing() -> None:
+    machine = machine_in(State.CLOSED)
+    with pytest.raises(TransitionError, match="STARTED in state CLOSED"):
+        machine.require(Trigger.STARTED)
+    assert machine.state is State.CLOSED
+    fresh = StateMachine()
+    fresh.require(Trigger.STARTED)
+    assert fresh.state is State.OPEN
+    assert fresh.history == ()

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import pytest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -533,3 +534,35 @@ async def test_stream_object_is_usable_after_exit() -> None:
         assert isinstance(sse, SSEStream)
         assert [event async for event in sse.events()] == []  # closed: nothing more to read
         assert "complete=True" in repr(sse)
+
+
+async def test_a_send_made_before_the_disconnect_is_delivered_is_no_violation() -> None:
+    """Regression: the message is judged when the app hands it over, not after send's checkpoint.
+
+    The app's listener is already blocked in ``receive()`` when the client
+    leaves; in the same step, before the listener can run, the app calls
+    ``send``.  The listener receives the disconnect during that send's
+    checkpoint.  The message was sent before the app could know, so it is not
+    a protocol violation.  (Judged after the checkpoint, it was.)
+    """
+    streams: list[SSEStream] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await receive()  # the request body
+
+        async def listen() -> None:
+            await receive()
+
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(listen)
+            await anyio.wait_all_tasks_blocked()  # the listener waits in receive()
+            await streams[0].disconnect()  # does not yield
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    with anyio.fail_after(5):
+        async with stream(app) as sse:
+            streams.append(sse)
+            await sse.wait_finished()
+    assert sse.disconnected_at_message is not None
+    assert sse.violations == []
