@@ -44,7 +44,7 @@ from ._events import ServerSentEvent, encode_item
 from ._exceptions import SendTimeoutError
 from ._shutdown import DrainCoordinator
 from ._sources import ClosableSource
-from ._state import CLEAN_END_REASONS, CloseReason, State, StateMachine, Trigger
+from ._state import CLEAN_END_REASONS, CloseReason, State, StateMachine, Transition, Trigger
 
 __all__ = ("Connection", "StreamSettings", "loop_clock")
 
@@ -106,14 +106,14 @@ class Connection:
         "_clock",
         "_close_handler_called",
         "_error",
-        "_last_traffic",
+        "_last_send_at",
         "_machine",
+        "_open",
         "_peer_gone",
         "_ping_in_flight",
         "_pump_scope",
         "_receive",
         "_send",
-        "_send_started_at",
         "_sender_scope",
         "_sending",
         "_settings",
@@ -121,6 +121,7 @@ class Connection:
         "_start_message",
         "_watch_scope",
         "bytes_sent",
+        "unflushed_events",
     )
 
     def __init__(
@@ -134,6 +135,10 @@ class Connection:
         send: Send,
     ) -> None:
         self._machine = machine
+        #: ``machine.state is not CLOSED``, kept by a listener on the machine's
+        #: transitions so that the hot path reads a slot, not a property.
+        self._open = machine.state is not State.CLOSED
+        machine.add_listener(self._follow)
         self._settings = settings
         self._source = source
         self._start_message = start_message
@@ -144,8 +149,11 @@ class Connection:
         self._watch_scope = anyio.CancelScope()
         self._sender_scope = anyio.CancelScope()
         self._sending = False
-        self._send_started_at = 0.0
-        self._last_traffic = 0.0
+        #: When the last send (event or ping) started: the ping's idle clock,
+        #: and while ``_sending`` the start of the send the watcher times.
+        self._last_send_at = 0.0
+        #: EVENT_SENT self-loops counted by the pump, not yet told to the machine.
+        self.unflushed_events = 0
         self._ping_in_flight: anyio.Event | None = None
         self._error: BaseException | None = None
         self._close_handler_called = False
@@ -173,7 +181,7 @@ class Connection:
             except anyio.get_cancelled_exc_class():
                 state = machine.state
                 if state is not State.CLOSED:
-                    machine.fire(Trigger.CANCELLED, "the connection's task was cancelled")
+                    self._fire(Trigger.CANCELLED, "the connection's task was cancelled")
                     if state is not State.OPEN:  # no body may precede the headers
                         await self._send_final_body(bound=CANCELLED_FINAL_SEND_BOUND)
                 raise
@@ -206,18 +214,18 @@ class Connection:
                         {"type": "http.response.body", "body": b"", "more_body": False}
                     )
             except OSError as exc:
-                machine.fire(Trigger.DISCONNECTED, f"send raised {exc!r}")
+                self._fire(Trigger.DISCONNECTED, f"send raised {exc!r}")
             except Exception as exc:
                 self._fail(exc)
             except anyio.get_cancelled_exc_class():
-                machine.fire(Trigger.CANCELLED, "the connection's task was cancelled")
+                self._fire(Trigger.CANCELLED, "the connection's task was cancelled")
                 raise
             else:
                 if scope.cancelled_caught:
                     reason = f"HEAD response not sent within {self._settings.send_timeout} s"
-                    machine.fire(Trigger.SEND_TIMED_OUT, reason)
+                    self._fire(Trigger.SEND_TIMED_OUT, reason)
                 else:
-                    machine.fire(Trigger.HEAD_ANSWERED, "HEAD: headers only")
+                    self._fire(Trigger.HEAD_ANSWERED, "HEAD: headers only")
         finally:
             # Never started, but closing it releases what creating it acquired.
             await self._close_source()
@@ -231,16 +239,16 @@ class Connection:
             with anyio.move_on_after(timeout) as scope:
                 await self._send(self._start_message)
         except OSError as exc:
-            self._machine.fire(Trigger.DISCONNECTED, f"sending the headers raised {exc!r}")
+            self._fire(Trigger.DISCONNECTED, f"sending the headers raised {exc!r}")
             return
         except Exception as exc:
             self._fail(exc)
             return
         if scope.cancelled_caught:
-            self._machine.fire(Trigger.SEND_TIMED_OUT, f"headers not sent within {timeout} s")
+            self._fire(Trigger.SEND_TIMED_OUT, f"headers not sent within {timeout} s")
             return
-        self._last_traffic = self._clock()
-        self._machine.fire(Trigger.STARTED, f"status {self._start_message['status']}")
+        self._last_send_at = self._clock()
+        self._fire(Trigger.STARTED, f"status {self._start_message['status']}")
 
     # ------------------------------------------------- STREAMING / DRAINING
 
@@ -278,19 +286,17 @@ class Connection:
                 self._fail(exc)
         if machine.state is State.DRAINING and self._pump_scope.cancelled_caught:
             grace = self._settings.shutdown_grace_period
-            machine.fire(Trigger.GRACE_EXPIRED, f"the source was still running after {grace} s")
+            self._fire(Trigger.GRACE_EXPIRED, f"the source was still running after {grace} s")
 
     async def _pump_events(self) -> None:
         """The hot path: one iteration per event, nothing in it that is not needed."""
         machine = self._machine
-        fire = machine.fire
         source_next = self._source.__anext__
         send = self._send
         sep = self._settings.sep
         clock = self._clock
         checkpoint = anyio.lowlevel.checkpoint
         closed = State.CLOSED
-        event_sent = Trigger.EVENT_SENT
         yield_at = clock() + FAIRNESS_SLICE
         budget = FAIRNESS_EVENTS
         while True:
@@ -298,29 +304,34 @@ class Connection:
                 item = await source_next()
             except StopAsyncIteration:
                 if machine.state is not closed:
-                    fire(Trigger.SOURCE_EXHAUSTED, "the source ended")
+                    self._fire(Trigger.SOURCE_EXHAUSTED, "the source ended")
                 return
             frame = encode_item(item, sep)
             while self._ping_in_flight is not None:
                 await self._ping_in_flight.wait()
-            if machine.state is closed:
+            if not self._open:
                 return  # closed while the source was producing; send nothing more
             now = clock()
-            self._send_started_at = now
+            self._last_send_at = now
             self._sending = True
             try:
                 await send({"type": "http.response.body", "body": frame, "more_body": True})
             except OSError as exc:
                 self._sending = False
                 if machine.state is not closed:
-                    fire(Trigger.DISCONNECTED, f"send raised {exc!r}")
+                    self._fire(Trigger.DISCONNECTED, f"send raised {exc!r}")
                 return
             self._sending = False
-            self._last_traffic = now
             self.bytes_sent += len(frame)
-            fire(event_sent)
+            if not self._open:
+                return  # the watcher closed the connection while this send ran
+            # An EVENT_SENT self-loop, legal in STREAMING and DRAINING (the only
+            # states that reach this line); handed to the machine before its
+            # next fire, so each is checked in the state where it happened.
+            self.unflushed_events += 1
             budget -= 1
             if budget == 0 or now >= yield_at:
+                self._flush_events()
                 await checkpoint()
                 yield_at = clock() + FAIRNESS_SLICE
                 budget = FAIRNESS_EVENTS
@@ -330,7 +341,7 @@ class Connection:
         state = self._machine.state
         if state is State.CLOSED:
             return
-        self._machine.fire(Trigger.SHUTDOWN_REQUESTED, reason)
+        self._fire(Trigger.SHUTDOWN_REQUESTED, reason)
         if state is State.STREAMING:
             settings = self._settings
             if settings.shutdown_event is not None:
@@ -378,9 +389,9 @@ class Connection:
             wake_at = math.inf
             if interval > 0:
                 # A send in progress is traffic: look again a full interval later.
-                wake_at = (now if self._sending else self._last_traffic) + interval
+                wake_at = (now if self._sending else self._last_send_at) + interval
             if send_timeout is not None:
-                check_at = (self._send_started_at if self._sending else now) + send_timeout
+                check_at = (self._last_send_at if self._sending else now) + send_timeout
                 wake_at = min(wake_at, check_at)
             with anyio.CancelScope(deadline=wake_at) as waiting:
                 message = await receive()
@@ -389,7 +400,7 @@ class Connection:
                     self._peer_gone = True
                     if machine.state is State.CLOSED:
                         return None
-                    machine.fire(Trigger.DISCONNECTED, f"client sent {message['type']}")
+                    self._fire(Trigger.DISCONNECTED, f"client sent {message['type']}")
                     self._pump_scope.cancel()
                     return message
                 continue
@@ -399,11 +410,11 @@ class Connection:
             if (
                 send_timeout is not None
                 and self._sending
-                and now - self._send_started_at >= send_timeout
+                and now - self._last_send_at >= send_timeout
             ):
                 self._time_out(f"an event was not sent within {send_timeout} s")
                 return None
-            ping_due = interval > 0 and not self._sending and now - self._last_traffic >= interval
+            ping_due = interval > 0 and not self._sending and now - self._last_send_at >= interval
             if ping_due and not await self._send_ping():
                 return None
 
@@ -429,12 +440,12 @@ class Connection:
         if scope.cancelled_caught:
             self._time_out(f"a ping was not sent within {settings.send_timeout} s")
             return False
-        self._last_traffic = self._clock()
+        self._last_send_at = self._clock()
         self.bytes_sent += len(frame)
         # The pump may have closed the connection while this ping was in flight.
         if self._machine.state is State.CLOSED:
             return False
-        self._machine.fire(Trigger.PING_SENT)
+        self._fire(Trigger.PING_SENT)
         return True
 
     def _time_out(self, reason: str) -> None:
@@ -443,7 +454,7 @@ class Connection:
     def _close_from_watcher(self, trigger: Trigger, reason: str) -> None:
         """Close on the watcher's finding, unless the pump closed the connection first."""
         if self._machine.state is not State.CLOSED:
-            self._machine.fire(trigger, reason)
+            self._fire(trigger, reason)
         self._pump_scope.cancel()
 
     # ------------------------------------------------------------ data sender
@@ -457,6 +468,19 @@ class Connection:
                 self._pump_scope.cancel()
 
     # ---------------------------------------------------------------- CLOSED
+
+    def _follow(self, transition: Transition) -> None:
+        self._open = transition.target is not State.CLOSED
+
+    def _fire(self, trigger: Trigger, reason: str = "") -> None:
+        """Fire ``trigger``, after handing the pump's tally of events to the machine."""
+        self._flush_events()
+        self._machine.fire(trigger, reason)
+
+    def _flush_events(self) -> None:
+        if self.unflushed_events:
+            count, self.unflushed_events = self.unflushed_events, 0
+            self._machine.tally(Trigger.EVENT_SENT, count)
 
     def _cleanup_bound(self) -> float | None:
         """How long a shielded final send may take: send_timeout, else cleanup_timeout."""
@@ -482,7 +506,7 @@ class Connection:
             )
             return
         self._error = exc
-        machine.fire(Trigger.FAILED, repr(exc))
+        self._fire(Trigger.FAILED, repr(exc))
 
     async def _send_final_body(self, *, bound: float | None) -> None:
         """End the response cleanly if the close reason says the peer still listens."""

@@ -165,25 +165,27 @@ def _encode_fields(
     comment: str | None,
     sep: str,
 ) -> bytes:
-    """Build one event's frame from already-validated fields."""
-    parts: list[str] = []
+    """Build one event's frame from already-validated fields.
+
+    Every value here is an exact ``str`` (or an ``int`` retry), so the
+    f-strings write exactly what was validated.  Plain concatenation: an
+    event has few fields, and this runs once per event.
+    """
+    frame = ""
     if comment is not None:
-        for line in _split_lines(comment):
-            parts.append(f": {line}{sep}")
+        frame = "".join([f": {line}{sep}" for line in _split_lines(comment)])
     if id is not None:
-        parts.append(f"id: {id}{sep}")
+        frame += f"id: {id}{sep}"
     if event is not None:
-        parts.append(f"event: {event}{sep}")
+        frame += f"event: {event}{sep}"
     if data is not None:
         if "\n" in data or "\r" in data:
-            for line in _split_lines(data):
-                parts.append(f"data: {line}{sep}")
+            frame += "".join([f"data: {line}{sep}" for line in _split_lines(data)])
         else:
-            parts.append(f"data: {data}{sep}")
+            frame += f"data: {data}{sep}"
     if retry is not None:
-        parts.append(f"retry: {retry}{sep}")
-    parts.append(sep)
-    return _utf8("".join(parts))
+        frame += f"retry: {retry}{sep}"
+    return _utf8(frame + sep)
 
 
 class ServerSentEvent:
@@ -333,17 +335,47 @@ class JSONServerSentEvent(ServerSentEvent):
 
 
 def _encode_mapping(fields: Mapping[str, Any], sep: str) -> bytes:
-    """Encode a dict of ServerSentEvent keyword arguments without mutating it."""
-    unknown = fields.keys() - _FIELD_NAMES
-    if unknown:
-        raise TypeError(f"unknown ServerSentEvent field(s) in dict item: {sorted(unknown)}")
-    data = fields.get("data")
-    event = fields.get("event")
-    id = fields.get("id")
-    retry = fields.get("retry")
-    comment = fields.get("comment")
+    """Encode a dict of ServerSentEvent keyword arguments without mutating it.
+
+    One pass over the keys (typical items have one to three), then the same
+    checks as :class:`ServerSentEvent` for the fields that are present.
+    """
+    data = event = id = retry = comment = None
+    for key, value in fields.items():
+        if key == "data":
+            data = value
+        elif key == "event":
+            event = value
+        elif key == "id":
+            id = value
+        elif key == "retry":
+            retry = value
+        elif key == "comment":
+            comment = value
+        elif key != "sep":
+            unknown = sorted(map(str, fields.keys() - _FIELD_NAMES))
+            raise TypeError(f"unknown ServerSentEvent field(s) in dict item: {unknown}")
     if event is None and id is None and retry is None and comment is None:
+        if type(data) is str and "\n" not in data and "\r" not in data:
+            return _utf8(f"data: {data}{sep}{sep}")
         return _encode_fields(_data_text(data), None, None, None, None, sep)
+    # The next most common item, {"data", "event", "id"} on one line each:
+    # the same checks as below, written out, and one f-string.
+    if (
+        retry is None
+        and comment is None
+        and type(data) is str
+        and type(event) is str
+        and type(id) is str
+        and "\r" not in data
+        and "\n" not in data
+        and "\r" not in event
+        and "\n" not in event
+        and "\r" not in id
+        and "\n" not in id
+        and "\0" not in id
+    ):
+        return _utf8(f"id: {id}{sep}event: {event}{sep}data: {data}{sep}{sep}")
     return _encode_fields(
         _data_text(data),
         _check_event(event),

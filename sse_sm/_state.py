@@ -308,6 +308,21 @@ class StateMachine:
         self._clock = clock
         self._opened_at = clock()
 
+    def tally(self, trigger: Trigger, count: int) -> None:
+        """Record ``count`` firings of a self-loop at once.
+
+        For a driver that counts a per-event self-loop itself and reports the
+        total before its next :meth:`fire`, so each one is still checked
+        against the table in the state where it happened.
+
+        Raises:
+            TransitionError: ``trigger`` is not a self-loop from this state.
+        """
+        arc = self._arcs.get(trigger)
+        if arc is None or arc.target is not self._state:
+            raise TransitionError(self._state, trigger)
+        self._loop_counts[trigger] = self._loop_counts.get(trigger, 0) + count
+
     def require(self, trigger: Trigger) -> None:
         """Raise :class:`TransitionError` now if ``trigger`` has no row from here.
 
