@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -60,15 +61,31 @@ CANCELLED_FINAL_SEND_BOUND: Final = 1.0
 _DISCONNECT_TYPES: Final = frozenset({"http.disconnect", "websocket.disconnect"})
 
 
+def _is_stock_asyncio_loop_time(method: object) -> bool:
+    """Whether ``method`` is asyncio's own ``BaseEventLoop.time`` (``time.monotonic()``).
+
+    Recognised by name, so the package never imports asyncio; a loop that
+    overrides ``time`` (uvloop, a test loop) keeps its own method.
+    """
+    return (
+        getattr(method, "__module__", None) == "asyncio.base_events"
+        and getattr(method, "__qualname__", None) == "BaseEventLoop.time"
+    )
+
+
 def loop_clock() -> Callable[[], float]:
     """The running event loop's own clock, resolved once per connection.
 
-    ``anyio.current_time()`` costs about 0.5 us; the loop's clock method costs
-    a fifth to a seventh of that, and the pump reads it once per event.  Deadlines of anyio
-    cancel scopes are in this clock's time, including under trio's MockClock.
+    ``anyio.current_time()`` costs about 0.5 us; the loop's clock costs a fifth
+    to a seventh of that, and the pump reads it once per event.  On a stock
+    asyncio loop that clock is ``time.monotonic`` itself, called without the
+    method in between.  Deadlines of anyio cancel scopes are in this clock's
+    time, including under trio's MockClock.
     """
     native: Any = anyio.lowlevel.current_token().native_token
     loop_time = getattr(native, "time", None)  # asyncio's loop.time
+    if _is_stock_asyncio_loop_time(getattr(type(native), "time", None)):
+        return time.monotonic  # what that method returns, without the call to it
     if callable(loop_time):
         clock: Callable[[], float] = loop_time
         return clock
@@ -120,6 +137,7 @@ class Connection:
         "_source",
         "_start_message",
         "_watch_scope",
+        "_watcher_done",
         "bytes_sent",
         "unflushed_events",
     )
@@ -147,7 +165,8 @@ class Connection:
         self._clock = loop_clock()
         self._pump_scope = anyio.CancelScope()
         self._watch_scope = anyio.CancelScope()
-        self._sender_scope = anyio.CancelScope()
+        self._sender_scope = None if settings.data_sender is None else anyio.CancelScope()
+        self._watcher_done = False
         self._sending = False
         #: When the last send (event or ping) started: the ping's idle clock,
         #: and while ``_sending`` the start of the send the watcher times.
@@ -267,8 +286,10 @@ class Connection:
                     unregister()
                 # Stop the watcher's waits and pings and the data sender.  A
                 # client-close handler that the watcher runs is not stopped.
-                self._watch_scope.cancel()
-                self._sender_scope.cancel()
+                if not self._watcher_done:
+                    self._watch_scope.cancel()
+                if self._sender_scope is not None:
+                    self._sender_scope.cancel()
             await self._send_final_body(bound=self._cleanup_bound())
             if (
                 self._machine.close_reason is CloseReason.CLIENT_DISCONNECTED
@@ -355,7 +376,9 @@ class Connection:
         try:
             with self._watch_scope:
                 disconnect = await self._watch_until_closed()
+            self._watcher_done = True
         except Exception as exc:
+            self._watcher_done = True
             self._fail(exc)
             self._pump_scope.cancel()
             return
@@ -460,6 +483,7 @@ class Connection:
     # ------------------------------------------------------------ data sender
 
     async def _run_data_sender(self, data_sender: Callable[[], Awaitable[None]]) -> None:
+        assert self._sender_scope is not None
         with self._sender_scope:
             try:
                 await data_sender()
@@ -526,6 +550,8 @@ class Connection:
 
     async def _close_source(self) -> None:
         """Close the source, shielded and bounded by ``cleanup_timeout``."""
+        if self._source.finished:
+            return
         timeout = self._settings.cleanup_timeout
         with anyio.move_on_after(timeout, shield=True) as scope:
             try:

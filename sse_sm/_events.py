@@ -80,6 +80,13 @@ def _split_lines(text: str) -> list[str]:
     return text.split("\n")
 
 
+def _lf_lines(text: str) -> str:
+    """``text`` with every CRLF and CR written as LF (the spec's end-of-line)."""
+    if "\r" in text:
+        return text.replace("\r\n", "\n").replace("\r", "\n")
+    return text
+
+
 def _utf8(text: str) -> bytes:
     """Encode as UTF-8, writing lone surrogates as U+FFFD instead of raising."""
     try:
@@ -173,14 +180,14 @@ def _encode_fields(
     """
     frame = ""
     if comment is not None:
-        frame = "".join([f": {line}{sep}" for line in _split_lines(comment)])
+        frame = ": " + _lf_lines(comment).replace("\n", sep + ": ") + sep
     if id is not None:
         frame += f"id: {id}{sep}"
     if event is not None:
         frame += f"event: {event}{sep}"
     if data is not None:
         if "\n" in data or "\r" in data:
-            frame += "".join([f"data: {line}{sep}" for line in _split_lines(data)])
+            frame += "data: " + _lf_lines(data).replace("\n", sep + "data: ") + sep
         else:
             frame += f"data: {data}{sep}"
     if retry is not None:
@@ -223,12 +230,20 @@ class ServerSentEvent:
         comment: str | None = None,
         sep: str | None = None,
     ) -> None:
-        self._data: str | None = _data_text(data)
-        self._event = _check_event(event)
-        self._id = _check_id(id)
-        self._retry = _check_retry(retry)
+        self._data: str | None = data if data is None or type(data) is str else _data_text(data)
+        if event is not None and not (
+            type(event) is str and "\n" not in event and "\r" not in event
+        ):
+            event = _check_event(event)
+        self._event = event
+        if id is not None and not (
+            type(id) is str and "\n" not in id and "\r" not in id and "\0" not in id
+        ):
+            id = _check_id(id)
+        self._id = id
+        self._retry = None if retry is None else _check_retry(retry)
         self._comment = None if comment is None else _text(comment)
-        self._sep = validate_sep(sep)
+        self._sep = DEFAULT_SEPARATOR if sep is None else validate_sep(sep)
 
     @property
     def data(self) -> str | None:
@@ -355,9 +370,27 @@ def _encode_mapping(fields: Mapping[str, Any], sep: str) -> bytes:
         elif key != "sep":
             unknown = sorted(map(str, fields.keys() - _FIELD_NAMES))
             raise TypeError(f"unknown ServerSentEvent field(s) in dict item: {unknown}")
+    if (
+        retry is None
+        and comment is None
+        and type(data) is str
+        and "\n" not in data
+        and "\r" not in data
+        and (event is None or (type(event) is str and "\n" not in event and "\r" not in event))
+        and (
+            id is None or (type(id) is str and "\n" not in id and "\r" not in id and "\0" not in id)
+        )
+    ):
+        frame = f"data: {data}{sep}{sep}"
+        if event is not None:
+            frame = f"event: {event}{sep}{frame}"
+        if id is not None:
+            frame = f"id: {id}{sep}{frame}"
+        try:
+            return frame.encode()
+        except UnicodeEncodeError:
+            return _utf8(frame)
     if event is None and id is None and retry is None and comment is None:
-        if type(data) is str and "\n" not in data and "\r" not in data:
-            return _utf8(f"data: {data}{sep}{sep}")
         return _encode_fields(_data_text(data), None, None, None, None, sep)
     # The next most common item, {"data", "event", "id"} on one line each:
     # the same checks as below, written out, and one f-string.
@@ -401,7 +434,11 @@ def encode_item(item: object, sep: str) -> bytes:
     if type(item) is str:
         if "\n" in item or "\r" in item:
             return _encode_fields(item, None, None, None, None, sep)
-        return _utf8(f"data: {item}{sep}{sep}")
+        frame = f"data: {item}{sep}{sep}"
+        try:
+            return frame.encode()
+        except UnicodeEncodeError:
+            return _utf8(frame)
     if isinstance(item, dict):
         return _encode_mapping(item, sep)
     if isinstance(item, ServerSentEvent):

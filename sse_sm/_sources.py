@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import types
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
 from typing import Any, Final, Protocol, final
 
@@ -35,6 +36,9 @@ class ClosableSource(Protocol):
 
     def __anext__(self) -> Any: ...
 
+    @property
+    def finished(self) -> bool: ...
+
     async def aclose(self) -> None: ...
 
 
@@ -47,6 +51,12 @@ class _AsyncSource:
     def __init__(self, iterator: AsyncIterator[Any]) -> None:
         self._iterator = iterator
         self.__anext__ = iterator.__anext__
+
+    @property
+    def finished(self) -> bool:
+        """An async generator that has returned or raised: aclose() would do nothing."""
+        iterator = self._iterator
+        return isinstance(iterator, types.AsyncGeneratorType) and iterator.ag_frame is None
 
     async def aclose(self) -> None:
         aclose = getattr(self._iterator, "aclose", None)
@@ -99,6 +109,8 @@ class SyncIteratorSource:
             self._close_iterator()
             return _EXHAUSTED
         return item
+
+    finished = False
 
     async def aclose(self) -> None:
         with self._lock:
