@@ -25,7 +25,7 @@ from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
-from starlette.types import Message, Scope
+from starlette.types import Message
 
 from sse_sm import (
     CloseReason,
@@ -39,6 +39,8 @@ from sse_sm import (
     drain_coordinator_for,
 )
 from sse_sm.testing import Comment, Event, SSEStream, stream
+
+from ._support import http_scope, never_receive, websocket_scope
 
 # --------------------------------------------------------------------------- helpers
 
@@ -60,33 +62,6 @@ class SSEApp:
     def response(self) -> EventSourceResponse:
         assert self.responses, "the endpoint was never called"
         return self.responses[-1]
-
-
-def raw_scope(scope_type: str = "http", method: str = "GET") -> Scope:
-    """A scope with no ``app`` in it: no drain coordinator is looked up."""
-    scope: Scope = {
-        "type": scope_type,
-        "asgi": {"version": "3.0", "spec_version": "2.3"},
-        "http_version": "1.1",
-        "scheme": "http" if scope_type == "http" else "ws",
-        "path": "/",
-        "raw_path": b"/",
-        "query_string": b"",
-        "root_path": "",
-        "headers": [],
-        "client": ("127.0.0.1", 5000),
-        "server": ("testserver", 80),
-    }
-    if scope_type == "http":
-        scope["method"] = method
-    else:
-        scope["subprotocols"] = []
-    return scope
-
-
-async def never_receive() -> Message:
-    await anyio.sleep_forever()
-    raise AssertionError("unreachable")
 
 
 async def finite(*items: Any) -> AsyncIterator[Any]:
@@ -925,7 +900,7 @@ async def test_websocket_scope_gets_a_denial_response() -> None:
         sent.append(message)
 
     with anyio.fail_after(5):
-        await response(raw_scope("websocket"), never_receive, send)
+        await response(websocket_scope(), never_receive, send)
     assert [m["type"] for m in sent] == [
         "websocket.http.response.start",
         "websocket.http.response.body",
@@ -989,11 +964,11 @@ async def test_calling_the_same_response_twice_raises_transition_error() -> None
         sent.append(message)
 
     with anyio.fail_after(5):
-        await response(raw_scope(), never_receive, send)
+        await response(http_scope(), never_receive, send)
         assert response.close_reason is CloseReason.COMPLETED
         first_call = list(sent)
         with pytest.raises(TransitionError):
-            await response(raw_scope(), never_receive, send)
+            await response(http_scope(), never_receive, send)
     assert sent == first_call, "the second call sends nothing"
     assert response.state is State.CLOSED
     assert response.close_reason is CloseReason.COMPLETED
