@@ -311,20 +311,18 @@ class Connection:
 
     async def _pump_events(self) -> None:
         """The hot path: one iteration per event, nothing in it that is not needed."""
-        machine = self._machine
         source_next = self._source.__anext__
         send = self._send
         sep = self._settings.sep
         clock = self._clock
         checkpoint = anyio.lowlevel.checkpoint
-        closed = State.CLOSED
         yield_at = clock() + FAIRNESS_SLICE
         budget = FAIRNESS_EVENTS
         while True:
             try:
                 item = await source_next()
             except StopAsyncIteration:
-                if machine.state is not closed:
+                if self._open:
                     self._fire(Trigger.SOURCE_EXHAUSTED, "the source ended")
                 return
             frame = encode_item(item, sep)
@@ -339,7 +337,7 @@ class Connection:
                 await send({"type": "http.response.body", "body": frame, "more_body": True})
             except OSError as exc:
                 self._sending = False
-                if machine.state is not closed:
+                if self._open:
                     self._fire(Trigger.DISCONNECTED, f"send raised {exc!r}")
                 return
             self._sending = False

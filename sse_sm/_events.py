@@ -73,13 +73,6 @@ def validate_sep(sep: object) -> str:
     return sep
 
 
-def _split_lines(text: str) -> list[str]:
-    """Split on CRLF, CR and LF only (the spec's end-of-line), keeping empty lines."""
-    if "\r" in text:
-        text = text.replace("\r\n", "\n").replace("\r", "\n")
-    return text.split("\n")
-
-
 def _lf_lines(text: str) -> str:
     """``text`` with every CRLF and CR written as LF (the spec's end-of-line)."""
     if "\r" in text:
@@ -390,25 +383,6 @@ def _encode_mapping(fields: Mapping[str, Any], sep: str) -> bytes:
             return frame.encode()
         except UnicodeEncodeError:
             return _utf8(frame)
-    if event is None and id is None and retry is None and comment is None:
-        return _encode_fields(_data_text(data), None, None, None, None, sep)
-    # The next most common item, {"data", "event", "id"} on one line each:
-    # the same checks as below, written out, and one f-string.
-    if (
-        retry is None
-        and comment is None
-        and type(data) is str
-        and type(event) is str
-        and type(id) is str
-        and "\r" not in data
-        and "\n" not in data
-        and "\r" not in event
-        and "\n" not in event
-        and "\r" not in id
-        and "\n" not in id
-        and "\0" not in id
-    ):
-        return _utf8(f"id: {id}{sep}event: {event}{sep}data: {data}{sep}{sep}")
     return _encode_fields(
         _data_text(data),
         _check_event(event),
