@@ -16,6 +16,7 @@ from ._events import JSONServerSentEvent as JSONServerSentEvent
 from ._events import ServerSentEvent as ServerSentEvent
 from ._events import ensure_bytes as ensure_bytes
 from ._exceptions import SendTimeoutError as SendTimeoutError
+from ._exceptions import SlowConsumerError as SlowConsumerError
 from ._shutdown import DrainCoordinator as DrainCoordinator
 from ._shutdown import drain_coordinator_for as drain_coordinator_for
 from ._state import TRANSITIONS as TRANSITIONS
@@ -36,6 +37,7 @@ __all__ = (
     "ServerSentEvent",
     "JSONServerSentEvent",
     "SendTimeoutError",
+    "SlowConsumerError",
     "ensure_bytes",
     "DrainCoordinator",
     "drain_coordinator_for",

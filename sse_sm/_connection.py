@@ -42,7 +42,7 @@ import anyio.lowlevel
 from starlette.types import Message, Receive, Send
 
 from ._events import ServerSentEvent, encode_item
-from ._exceptions import SendTimeoutError
+from ._exceptions import SendTimeoutError, SlowConsumerError
 from ._shutdown import DrainCoordinator
 from ._sources import ClosableSource
 from ._state import CLEAN_END_REASONS, CloseReason, State, StateMachine, Transition, Trigger
@@ -303,6 +303,9 @@ class Connection:
         with self._pump_scope:
             try:
                 await self._pump_events()
+            except SlowConsumerError as exc:
+                if self._open:
+                    self._fire(Trigger.FELL_BEHIND, str(exc) or "the subscriber fell behind")
             except Exception as exc:
                 self._fail(exc)
         if machine.state is State.DRAINING and self._pump_scope.cancelled_caught:

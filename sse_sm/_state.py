@@ -22,8 +22,8 @@ absorbing by construction rather than by an ``if``.
 Who fires each trigger (the driver lives in ``_connection.py``):
 
 * the connection's own task fires ``STARTED``, ``HEAD_ANSWERED``,
-  ``EVENT_SENT``, ``SOURCE_EXHAUSTED``, ``GRACE_EXPIRED``, ``FAILED`` and
-  ``CANCELLED``, and ``DISCONNECTED`` when ``send`` raises ``OSError``;
+  ``EVENT_SENT``, ``SOURCE_EXHAUSTED``, ``GRACE_EXPIRED``, ``FELL_BEHIND``,
+  ``FAILED`` and ``CANCELLED``, and ``DISCONNECTED`` when ``send`` raises ``OSError``;
 * the watcher task fires ``PING_SENT``, ``DISCONNECTED`` (on
   ``http.disconnect``, or ``OSError`` from a ping's send), ``SEND_TIMED_OUT``
   and ``FAILED`` (``receive`` or the ping factory raised);
@@ -99,6 +99,9 @@ class Trigger(enum.Enum):
     FAILED = "failed"
     #: The task running the connection was cancelled from outside.
     CANCELLED = "cancelled"
+    #: The source gave up on a subscriber that fell too far behind its
+    #: publisher (it raised :class:`~sse_sm.SlowConsumerError`).
+    FELL_BEHIND = "fell_behind"
 
     __hash__ = object.__hash__
 
@@ -122,6 +125,8 @@ class CloseReason(enum.Enum):
     CANCELLED = "cancelled"
     #: A HEAD request: headers only, the source never started.
     HEAD = "head"
+    #: The subscriber fell too far behind its publisher and was let go.
+    SLOW_CONSUMER = "slow_consumer"
 
     __hash__ = object.__hash__
 
@@ -134,6 +139,9 @@ CLEAN_END_REASONS: Final[frozenset[CloseReason]] = frozenset(
         CloseReason.DRAINED,
         CloseReason.SHUTDOWN_FORCED,
         CloseReason.CANCELLED,
+        # The client is still there, only slow: a clean end makes EventSource
+        # reconnect, and resume from its Last-Event-ID.
+        CloseReason.SLOW_CONSUMER,
     }
 )
 
@@ -175,6 +183,7 @@ TRANSITIONS: Final[tuple[Arc, ...]] = (
     Arc(_S.STREAMING, _T.SEND_TIMED_OUT, _S.CLOSED, _R.SEND_TIMEOUT),
     Arc(_S.STREAMING, _T.FAILED, _S.CLOSED, _R.ERROR),
     Arc(_S.STREAMING, _T.CANCELLED, _S.CLOSED, _R.CANCELLED),
+    Arc(_S.STREAMING, _T.FELL_BEHIND, _S.CLOSED, _R.SLOW_CONSUMER),
     Arc(_S.DRAINING, _T.EVENT_SENT, _S.DRAINING),
     Arc(_S.DRAINING, _T.PING_SENT, _S.DRAINING),
     Arc(_S.DRAINING, _T.SHUTDOWN_REQUESTED, _S.DRAINING),
@@ -184,6 +193,7 @@ TRANSITIONS: Final[tuple[Arc, ...]] = (
     Arc(_S.DRAINING, _T.SEND_TIMED_OUT, _S.CLOSED, _R.SEND_TIMEOUT),
     Arc(_S.DRAINING, _T.FAILED, _S.CLOSED, _R.ERROR),
     Arc(_S.DRAINING, _T.CANCELLED, _S.CLOSED, _R.CANCELLED),
+    Arc(_S.DRAINING, _T.FELL_BEHIND, _S.CLOSED, _R.SLOW_CONSUMER),
 )
 
 #: The initial state of every machine.

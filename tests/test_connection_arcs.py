@@ -23,6 +23,7 @@ from sse_sm import (
     EventSourceResponse,
     SendTimeoutError,
     ServerSentEvent,
+    SlowConsumerError,
     State,
     Trigger,
 )
@@ -77,6 +78,18 @@ class Source:
             if farewell is not None:
                 yield ServerSentEvent(farewell, event="farewell")
                 self.produced += 1
+        finally:
+            self.closed = True
+
+    async def falls_behind(self, after: int, wait: anyio.Event | None = None) -> AsyncIterator[Any]:
+        """``after`` events, then (once ``wait`` is set) give up on a slow subscriber."""
+        try:
+            while self.produced < after:
+                yield str(self.produced)
+                self.produced += 1
+            if wait is not None:
+                await wait.wait()
+            raise SlowConsumerError("64 events behind")
         finally:
             self.closed = True
 
@@ -380,6 +393,21 @@ async def test_streaming_to_closed_on_cancelled() -> None:
     assert source.closed
 
 
+async def test_streaming_to_closed_on_fell_behind() -> None:
+    source = Source()
+    endpoint = Endpoint(lambda: EventSourceResponse(source.falls_behind(2)))
+    with anyio.fail_after(5):
+        async with stream(endpoint) as sse:
+            assert [e.data async for e in sse.events()] == ["0", "1"]
+            await sse.wait_finished()
+    assert_path(endpoint.resp, Trigger.STARTED, Trigger.FELL_BEHIND)
+    assert endpoint.resp.close_reason is CloseReason.SLOW_CONSUMER
+    assert endpoint.resp.history[-1].reason == "64 events behind"
+    assert sse.complete, "a slow consumer is let go cleanly, so EventSource reconnects"
+    assert source.closed
+    assert_clean(sse)
+
+
 # ----------------------------------------------------------------- DRAINING
 
 
@@ -574,6 +602,19 @@ async def test_draining_to_closed_on_cancelled() -> None:
             tasks.cancel_scope.cancel()
     assert_path(response, Trigger.STARTED, Trigger.SHUTDOWN_REQUESTED, Trigger.CANCELLED)
     assert sent[-1] == {"type": "http.response.body", "body": b"", "more_body": False}
+    assert source.closed
+
+
+async def test_draining_to_closed_on_fell_behind() -> None:
+    source = Source()
+    coordinator = DrainCoordinator()
+    endpoint = draining_endpoint(
+        lambda shutdown: source.falls_behind(1, shutdown), coordinator, shutdown_grace_period=5
+    )
+    with anyio.fail_after(5):
+        await read_one_then_drain(endpoint, coordinator)
+    assert_path(endpoint.resp, Trigger.STARTED, Trigger.SHUTDOWN_REQUESTED, Trigger.FELL_BEHIND)
+    assert endpoint.resp.close_reason is CloseReason.SLOW_CONSUMER
     assert source.closed
 
 
