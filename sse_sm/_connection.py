@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import logging
 import math
+import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -43,6 +44,7 @@ from starlette.types import Message, Receive, Send
 
 from ._events import ServerSentEvent, encode_item
 from ._exceptions import SendTimeoutError, SlowConsumerError
+from ._server_shutdown import follow_server_shutdown
 from ._shutdown import DrainCoordinator
 from ._sources import ClosableSource
 from ._state import CLEAN_END_REASONS, CloseReason, State, StateMachine, Transition, Trigger
@@ -57,6 +59,9 @@ FAIRNESS_SLICE: Final = 0.002
 FAIRNESS_EVENTS: Final = 1024
 #: Bound on the final empty body after an outside cancellation, in seconds.
 CANCELLED_FINAL_SEND_BOUND: Final = 1.0
+#: Bound on sending the farewell when no ``send_timeout`` is set, in seconds:
+#: the grace is over and the server is waiting for this stream to end.
+FAREWELL_SEND_BOUND: Final = 1.0
 
 _DISCONNECT_TYPES: Final = frozenset({"http.disconnect", "websocket.disconnect"})
 
@@ -109,6 +114,10 @@ class StreamSettings:
     data_sender: Callable[[], Awaitable[None]] | None
     client_close_handler: Callable[[Message], Awaitable[None]] | None
     drain_coordinator: DrainCoordinator | None
+    #: Builds the last event of a drained or cancelled stream.
+    farewell_factory: Callable[[], object] | None = None
+    #: ``retry:`` milliseconds sent with the farewell, drawn from this range.
+    drain_retry: tuple[int, int] | None = None
 
 
 @final
@@ -123,6 +132,7 @@ class Connection:
         "_clock",
         "_close_handler_called",
         "_error",
+        "_farewell_done",
         "_last_send_at",
         "_machine",
         "_open",
@@ -176,6 +186,7 @@ class Connection:
         self._ping_in_flight: anyio.Event | None = None
         self._error: BaseException | None = None
         self._close_handler_called = False
+        self._farewell_done = False
         self._peer_gone = False
         self.bytes_sent = 0
 
@@ -199,6 +210,10 @@ class Connection:
                     await self._stream()
             except anyio.get_cancelled_exc_class():
                 state = machine.state
+                if state is State.STREAMING or state is State.DRAINING:
+                    with anyio.CancelScope(shield=True):
+                        await self._send_farewell(bound=CANCELLED_FINAL_SEND_BOUND)
+                    state = machine.state
                 if state is not State.CLOSED:
                     self._fire(Trigger.CANCELLED, "the connection's task was cancelled")
                     if state is not State.OPEN:  # no body may precede the headers
@@ -278,7 +293,11 @@ class Connection:
             tasks.start_soon(self._watch)
             if settings.data_sender is not None:
                 tasks.start_soon(self._run_data_sender, settings.data_sender)
-            unregister = None if coordinator is None else coordinator.register(self._drain)
+            unregister = None
+            if coordinator is not None:
+                if coordinator.automatic:
+                    follow_server_shutdown(coordinator)  # before register: no gap
+                unregister = coordinator.register(self._drain)
             try:
                 await self._pump()
             finally:
@@ -300,20 +319,38 @@ class Connection:
 
     async def _pump(self) -> None:
         machine = self._machine
+        exhausted = False
         with self._pump_scope:
             try:
-                await self._pump_events()
+                exhausted = await self._pump_events()
             except SlowConsumerError as exc:
                 if self._open:
                     self._fire(Trigger.FELL_BEHIND, str(exc) or "the subscriber fell behind")
             except Exception as exc:
                 self._fail(exc)
-        if machine.state is State.DRAINING and self._pump_scope.cancelled_caught:
-            grace = self._settings.shutdown_grace_period
+        if machine.state is not State.DRAINING:
+            return
+        # The drain ends here, by the source's return or by the grace.
+        # Outside the pump scope, so its deadline cannot cut the farewell.
+        settings = self._settings
+        await self._send_farewell(
+            bound=settings.send_timeout
+            if settings.send_timeout is not None
+            else FAREWELL_SEND_BOUND
+        )
+        if machine.state is not State.DRAINING:
+            return  # the farewell's send closed the connection
+        if exhausted:
+            self._fire(Trigger.SOURCE_EXHAUSTED, "the source ended")
+        else:
+            grace = settings.shutdown_grace_period
             self._fire(Trigger.GRACE_EXPIRED, f"the source was still running after {grace} s")
 
-    async def _pump_events(self) -> None:
-        """The hot path: one iteration per event, nothing in it that is not needed."""
+    async def _pump_events(self) -> bool:
+        """The hot path: one iteration per event, nothing in it that is not needed.
+
+        Returns True if the source ended by itself.
+        """
         source_next = self._source.__anext__
         send = self._send
         sep = self._settings.sep
@@ -325,14 +362,14 @@ class Connection:
             try:
                 item = await source_next()
             except StopAsyncIteration:
-                if self._open:
+                if self._machine.state is State.STREAMING:
                     self._fire(Trigger.SOURCE_EXHAUSTED, "the source ended")
-                return
+                return True  # a draining stream says its farewell first (_pump)
             frame = encode_item(item, sep)
             while self._ping_in_flight is not None:
                 await self._ping_in_flight.wait()
             if not self._open:
-                return  # closed while the source was producing; send nothing more
+                return False  # closed while the source was producing; send nothing more
             now = clock()
             self._last_send_at = now
             self._sending = True
@@ -342,11 +379,11 @@ class Connection:
                 self._sending = False
                 if self._open:
                     self._fire(Trigger.DISCONNECTED, f"send raised {exc!r}")
-                return
+                return False
             self._sending = False
             self.bytes_sent += len(frame)
             if not self._open:
-                return  # the watcher closed the connection while this send ran
+                return False  # the watcher closed the connection while this send ran
             # An EVENT_SENT self-loop, legal in STREAMING and DRAINING (the only
             # states that reach this line); handed to the machine before its
             # next fire, so each is checked in the state where it happened.
@@ -357,6 +394,63 @@ class Connection:
                 await checkpoint()
                 yield_at = clock() + FAIRNESS_SLICE
                 budget = FAIRNESS_EVENTS
+
+    def _farewell_frame(self) -> bytes | None:
+        """The farewell's bytes: a jittered ``retry:`` block, then the user's event."""
+        settings = self._settings
+        parts: list[bytes] = []
+        if settings.drain_retry is not None:
+            low, high = settings.drain_retry
+            retry = ServerSentEvent(retry=random.randint(low, high), sep=settings.sep)
+            parts.append(encode_item(retry, settings.sep))
+        if settings.farewell_factory is not None:
+            event = settings.farewell_factory()
+            if event is not None:
+                # After the retry block, so a retry the user set wins.
+                parts.append(encode_item(event, settings.sep))
+        return b"".join(parts) if parts else None
+
+    async def _send_farewell(self, *, bound: float) -> None:
+        """Send the farewell once, bounded, while DRAINING (or just before CANCELLED).
+
+        A factory that raises closes the connection with reason ``error``; a
+        send that takes longer than ``bound`` with reason ``send_timeout``.
+        """
+        if self._farewell_done or self._peer_gone:
+            return
+        self._farewell_done = True
+        settings = self._settings
+        if settings.farewell_factory is None and settings.drain_retry is None:
+            return
+        try:
+            frame = self._farewell_frame()
+        except Exception as exc:
+            self._fail(exc)
+            return
+        if frame is None:
+            return
+        with anyio.move_on_after(bound) as scope:
+            while self._ping_in_flight is not None:
+                await self._ping_in_flight.wait()
+            if not self._open:
+                return
+            self._sending = True
+            self._last_send_at = self._clock()
+            try:
+                await self._send({"type": "http.response.body", "body": frame, "more_body": True})
+            except OSError as exc:
+                if self._open:
+                    self._fire(Trigger.DISCONNECTED, f"sending the farewell raised {exc!r}")
+                return
+            finally:
+                self._sending = False
+        if scope.cancelled_caught:
+            if self._open:
+                self._fire(Trigger.SEND_TIMED_OUT, f"the farewell was not sent within {bound} s")
+            return
+        self.bytes_sent += len(frame)
+        if self._open:
+            self.unflushed_events += 1  # an EVENT_SENT self-loop, like any event
 
     def _drain(self, reason: str) -> None:
         """Called on the loop by the coordinator: enter DRAINING and start the grace."""

@@ -18,12 +18,19 @@ Invariants:
   ``DRAINING`` self-loop.
 * Nothing polls and nothing runs per connection: a connection registers a
   plain callback while it streams and unregisters it when it closes.
+* A drain is app-wide (:meth:`DrainCoordinator.request_drain`, until
+  :meth:`~DrainCoordinator.reset`) or loop-scoped
+  (:meth:`DrainCoordinator.request_drain_on_loop`): a server's shutdown
+  signal drains the streams on the loop that server runs, and later streams
+  on that loop, but never a later server's streams on a new loop.  That is
+  what keeps one stopped server from draining the next one in the process.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import weakref
 from collections.abc import Callable
 from typing import Any, Final, final
 
@@ -39,6 +46,8 @@ DrainCallback = Callable[[str], None]
 STATE_ATTRIBUTE: Final = "sse_sm_drain_coordinator"
 
 _creation_lock = threading.Lock()
+#: Every coordinator alive in the process, for the legacy ``AppStatus`` shim.
+_every_coordinator: weakref.WeakSet[DrainCoordinator] = weakref.WeakSet()
 
 
 @final
@@ -68,13 +77,22 @@ class DrainCoordinator:
     that was asked to drain and then kept running).
     """
 
-    __slots__ = ("_lock", "_reason", "_registrations")
+    __slots__ = ("__weakref__", "_lock", "_loop_reasons", "_reason", "_registrations", "automatic")
 
-    def __init__(self) -> None:
+    def __init__(self, *, automatic: bool = True) -> None:
         # Re-entrant: a signal handler may interrupt register() on the same thread.
         self._lock = threading.RLock()
         self._registrations: dict[int, _Registration] = {}
         self._reason: str | None = None
+        #: Loop-scoped drains: native loop token (asyncio loop, TrioToken) to
+        #: reason.  Weak, so a finished loop's entry goes with it.
+        self._loop_reasons: weakref.WeakKeyDictionary[object, str] = weakref.WeakKeyDictionary()
+        #: Whether a server's own shutdown (SIGINT/SIGTERM, a hypercorn
+        #: worker's shutdown) drains this coordinator's streams.  Set it to
+        #: False to let in-flight streams run on while the server stops; then
+        #: only :meth:`request_drain` (or the server's own timeout) ends them.
+        self.automatic = automatic
+        _every_coordinator.add(self)
 
     @property
     def draining(self) -> bool:
@@ -106,10 +124,48 @@ class DrainCoordinator:
         for registration in registrations:
             _call_soon_on_loop(registration.token, registration.callback, reason)
 
+    def request_drain_on_loop(self, native_token: object, reason: str) -> None:
+        """Drain the streams that run on one event loop, and later ones on it.
+
+        ``native_token`` is the loop's own object (an asyncio event loop, or a
+        ``trio.lowlevel.TrioToken``).  Used by the automatic shutdown
+        detection: a signal stops the server running on one loop, so only that
+        loop's streams drain.  Same guarantees as :meth:`request_drain`.
+        """
+        with self._lock:
+            if self._reason is not None or native_token in self._loop_reasons:
+                return
+            self._loop_reasons[native_token] = reason
+            registrations = [
+                registration
+                for registration in self._registrations.values()
+                if registration.token.native_token is native_token
+            ]
+        logger.debug(
+            "drain requested on one loop (%s): %d open stream(s)", reason, len(registrations)
+        )
+        for registration in registrations:
+            _call_soon_on_loop(registration.token, registration.callback, reason)
+
+    def request_drain_on_running_loops(self, reason: str) -> None:
+        """Drain every open stream, each on its own loop, and later ones on those loops.
+
+        The legacy ``AppStatus.should_exit = True``: unlike :meth:`request_drain`
+        it leaves no app-wide flag behind, so a stream on a new event loop (the
+        next test's) starts normally.
+        """
+        with self._lock:
+            loops = {
+                id(r.token.native_token): r.token.native_token for r in self._registrations.values()
+            }
+        for native in loops.values():
+            self.request_drain_on_loop(native, reason)
+
     def reset(self) -> None:
-        """Forget an earlier drain request; streams that already drain go on draining."""
+        """Forget earlier drain requests; streams that already drain go on draining."""
         with self._lock:
             self._reason = None
+            self._loop_reasons.clear()
 
     def register(self, callback: DrainCallback) -> Callable[[], None]:
         """Register a streaming connection; returns the function that unregisters it.
@@ -129,6 +185,8 @@ class DrainCoordinator:
         # Read after adding: a request that snapshotted the streams just
         # before this one was added is seen here instead.
         reason = self._reason
+        if reason is None and self._loop_reasons:
+            reason = self._loop_reasons.get(registration.token.native_token)
         if reason is not None:
             callback(reason)
         return unregister
@@ -179,3 +237,8 @@ def drain_coordinator_for(app: object) -> DrainCoordinator:
     if not isinstance(coordinator, DrainCoordinator):
         raise TypeError(f"app.state.{STATE_ATTRIBUTE} is a {type(coordinator).__name__}")
     return coordinator
+
+
+def every_coordinator() -> list[DrainCoordinator]:
+    """The coordinators alive in this process (legacy ``AppStatus`` shim only)."""
+    return list(_every_coordinator)

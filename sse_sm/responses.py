@@ -77,6 +77,28 @@ def _check_seconds(name: str, value: object, *, allow_zero: bool) -> float:
     return value
 
 
+def _check_retry_range(value: object) -> tuple[int, int] | None:
+    """``drain_retry``: milliseconds, one value or an inclusive (low, high) range."""
+    if value is None:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        low = high = value
+    elif (
+        isinstance(value, tuple)
+        and len(value) == 2
+        and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+    ):
+        low, high = value
+    else:
+        raise TypeError(
+            "drain_retry must be milliseconds as an int or a (low, high) tuple of ints, "
+            f"got {value!r}"
+        )
+    if not 0 <= low <= high:
+        raise ValueError(f"drain_retry must satisfy 0 <= low <= high, got {value!r}")
+    return (low, high)
+
+
 def _check_callable(name: str, value: object) -> None:
     if value is not None and not callable(value):
         raise TypeError(f"{name} must be callable, got {type(value).__name__}")
@@ -118,7 +140,16 @@ class EventSourceResponse(Response):
             means no bound.
         on_transition: called with each :class:`Transition` as it happens.
         drain_coordinator: where drain requests come from; by default the one
-            of the Starlette app serving the request (``scope["app"]``).
+            of the Starlette app serving the request (``scope["app"]``).  A
+            server's SIGINT/SIGTERM drains it automatically unless its
+            ``automatic`` is False.
+        farewell_factory: builds the last event (a ServerSentEvent, dict or
+            str; ``None`` for none) of a stream that ends by a drain, within
+            or past the grace, or by an outside cancellation.
+        drain_retry: milliseconds, an int or an inclusive ``(low, high)``
+            range: sent as a ``retry:`` field just before the farewell, drawn
+            uniformly per stream, so that clients reconnect spread out
+            instead of all at once to the next instance.
 
     Raises:
         TypeError, ValueError: an argument is out of range; the message names it.
@@ -149,6 +180,8 @@ class EventSourceResponse(Response):
         *,
         on_transition: Callable[[Transition], None] | None = None,
         drain_coordinator: DrainCoordinator | None = None,
+        farewell_factory: Callable[[], Content | None] | None = None,
+        drain_retry: int | tuple[int, int] | None = None,
     ) -> None:
         self.sep = validate_sep(sep)
         self.body_iterator: ClosableSource = open_source(content)
@@ -160,6 +193,9 @@ class EventSourceResponse(Response):
         _check_callable("data_sender_callable", data_sender_callable)
         _check_callable("client_close_handler_callable", client_close_handler_callable)
         _check_callable("on_transition", on_transition)
+        _check_callable("farewell_factory", farewell_factory)
+        self.farewell_factory = farewell_factory
+        self.drain_retry = _check_retry_range(drain_retry)
         self.ping_message_factory = ping_message_factory
         self.data_sender_callable = data_sender_callable
         self.client_close_handler_callable = client_close_handler_callable
@@ -289,6 +325,8 @@ class EventSourceResponse(Response):
             data_sender=self.data_sender_callable,
             client_close_handler=self.client_close_handler_callable,
             drain_coordinator=self._coordinator_for(scope),
+            farewell_factory=self.farewell_factory,
+            drain_retry=self.drain_retry,
         )
         connection = Connection(
             machine=self._machine,
