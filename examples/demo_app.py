@@ -17,7 +17,6 @@ import json
 import logging
 import math
 import os
-import signal
 from collections.abc import AsyncIterator
 from datetime import datetime, timezone
 
@@ -27,7 +26,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse
 from starlette.routing import Route
 
-from sse_sm import EventSourceResponse, ServerSentEvent, drain_coordinator_for
+from sse_sm import EventSourceResponse, ServerSentEvent
 
 __all__ = ("app",)
 
@@ -245,25 +244,20 @@ app = Starlette(
 
 
 def main() -> None:
-    """Serve the demo with uvicorn, draining every stream when told to stop.
+    """Serve the demo with plain uvicorn; Ctrl-C or SIGTERM drains every stream.
 
     uvicorn waits for open connections before it exits, and an endless stream
-    never ends by itself.  This server asks the app's streams to drain on
-    Ctrl-C or SIGTERM (the explicit, app-scoped API), so each browser gets its
+    never ends by itself.  Nothing here handles that: sse_sm chains uvicorn's
+    signal handler when the first stream starts, so each browser gets its
     farewell and a clean end of stream, then the server exits.
     """
     import uvicorn
-
-    class DrainingServer(uvicorn.Server):
-        def handle_exit(self, sig: int, frame: object) -> None:
-            drain_coordinator_for(app).request_drain(f"{signal.Signals(sig).name} received")
-            super().handle_exit(sig, frame)  # type: ignore[arg-type]
 
     host, port = "127.0.0.1", int(os.environ.get("PORT", "8000"))
     print(f"sse_sm demo: open http://{host}:{port}/", flush=True)
     config = uvicorn.Config(app, host=host, port=port, timeout_graceful_shutdown=5)
     try:
-        DrainingServer(config).run()
+        uvicorn.Server(config).run()
     except KeyboardInterrupt:
         # uvicorn re-raises the Ctrl-C it captured once it has shut down cleanly.
         pass
