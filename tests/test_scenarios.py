@@ -38,15 +38,17 @@ from sse_sm import (
     DrainCoordinator,
     EventSourceResponse,
     SendTimeoutError,
+    ServerSentEvent,
+    SlowConsumerError,
     State,
     Trigger,
 )
 from sse_sm._state import CLEAN_END_REASONS
-from sse_sm.testing import SSEStream, stream
+from sse_sm.testing import SSEStream, parse_event_stream, stream
 
 LEGAL = {(arc.source, arc.trigger): arc for arc in TRANSITIONS}
 
-Step = tuple[Literal["yield", "pause", "raise", "block"], float]
+Step = tuple[Literal["yield", "pause", "raise", "fall_behind", "block"], float]
 
 
 class ScriptError(Exception):
@@ -65,6 +67,8 @@ class Scenario:
     drain_at: float | None
     grace: float
     ping: float
+    #: ``farewell_factory`` and ``drain_retry`` are set.
+    farewell: bool
 
 
 @dataclass
@@ -74,6 +78,7 @@ class Log:
     started: bool = False
     finally_ran: threading.Event = field(default_factory=threading.Event)
     raised: bool = False
+    fell_behind: bool = False
     exhausted: bool = False
     drain_requested_at: float | None = None
     disconnect_requested_at: float | None = None
@@ -88,7 +93,11 @@ steps = st.lists(
         st.tuples(st.just("block"), delays),
     ),
     max_size=12,
-).flatmap(lambda body: st.one_of(st.just(body), st.just([*body, ("raise", 0.0)])))
+).flatmap(
+    lambda body: st.one_of(
+        st.just(body), st.just([*body, ("raise", 0.0)]), st.just([*body, ("fall_behind", 0.0)])
+    )
+)
 
 scenarios = st.builds(
     Scenario,
@@ -102,6 +111,7 @@ scenarios = st.builds(
     drain_at=st.one_of(st.none(), st.sampled_from([0.0, 2.0, 8.0, 30.0])),
     grace=st.sampled_from([0.0, 3.0, 20.0]),
     ping=st.sampled_from([0.0, 2.0]),
+    farewell=st.booleans(),
 )
 
 
@@ -127,6 +137,13 @@ class ScriptedSource:
             yield "yield", 0.0
             yield "pause", 1.0
 
+    def _fail(self, kind: str, n: int) -> None:
+        if kind == "fall_behind":
+            self.log.fell_behind = True
+            raise SlowConsumerError(f"step {n}")
+        self.log.raised = True
+        raise ScriptError(f"step {n}")
+
     async def run_async(self) -> AsyncIterator[Any]:
         self.log.started = True
         try:
@@ -140,8 +157,7 @@ class ScriptedSource:
                 elif kind in ("pause", "block"):
                     await anyio.sleep(delay * self.unit)
                 else:
-                    self.log.raised = True
-                    raise ScriptError(f"step {n}")
+                    self._fail(kind, n)
             self.log.exhausted = True
         finally:
             self.log.finally_ran.set()
@@ -160,8 +176,7 @@ class ScriptedSource:
                     # A blocking call in the worker thread: real time, always short.
                     time.sleep(min(delay, 3.0) / 1000)
                 else:
-                    self.log.raised = True
-                    raise ScriptError(f"step {n}")
+                    self._fail(kind, n)
             self.log.exhausted = True
         finally:
             self.log.finally_ran.set()
@@ -194,6 +209,10 @@ async def play(scenario: Scenario, unit: float) -> Outcome:
             shutdown_grace_period=scenario.grace * unit,
             drain_coordinator=coordinator,
             cleanup_timeout=5,
+            farewell_factory=(lambda: ServerSentEvent("so long", event="so_long"))
+            if scenario.farewell
+            else None,
+            drain_retry=(10, 20) if scenario.farewell else None,
         )
         responses.append(response)
         await response(scope, receive, send)
@@ -254,6 +273,8 @@ def allowed_reasons(scenario: Scenario, outcome: Outcome) -> set[CloseReason]:
         allowed.add(CloseReason.SEND_TIMEOUT)
     if log.raised:
         allowed.add(CloseReason.ERROR)
+    if log.fell_behind:
+        allowed.add(CloseReason.SLOW_CONSUMER)
     return allowed
 
 
@@ -273,7 +294,13 @@ def check(scenario: Scenario, outcome: Outcome) -> None:
         and scenario.stall_after is None
         and log.disconnect_requested_at is None
     ):
-        assert reason is (CloseReason.ERROR if log.raised else CloseReason.COMPLETED)
+        assert reason is (
+            CloseReason.ERROR
+            if log.raised
+            else CloseReason.SLOW_CONSUMER
+            if log.fell_behind
+            else CloseReason.COMPLETED
+        )
     assert sse.violations == []
     if scenario.stall_after is None:
         assert sse.complete == (reason in CLEAN_END_REASONS)
@@ -285,6 +312,22 @@ def check(scenario: Scenario, outcome: Outcome) -> None:
         assert isinstance(sse.app_exception, SendTimeoutError)
     else:
         assert sse.app_exception is None
+    events = parse_event_stream(sse.body)
+    farewells = [e for e in events if e.event == "so_long"]
+    drained = any(t.trigger is Trigger.SHUTDOWN_REQUESTED for t in response.history)
+    assert len(farewells) <= 1
+    if not drained:
+        assert farewells == [], "a farewell only ends a drain"
+    if (
+        scenario.farewell
+        and scenario.stall_after is None
+        and reason in (CloseReason.DRAINED, CloseReason.SHUTDOWN_FORCED)
+    ):
+        # A drained or forced stream says its farewell last, with the retry.
+        assert events[-1].event == "so_long"
+        retry = events[-1].retry
+        assert retry is not None
+        assert 10 <= retry <= 20
     assert outcome.leftover_tasks == 0
     # A generator that never started has no finally to run.  A sync source
     # blocked in its worker thread closes itself when the call returns.
