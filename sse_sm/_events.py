@@ -169,8 +169,29 @@ def _encode_fields(
 
     Every value here is an exact ``str`` (or an ``int`` retry), so the
     f-strings write exactly what was validated.  Plain concatenation: an
-    event has few fields, and this runs once per event.
+    event has few fields, and this runs once per event.  The common shapes
+    (single-line data with an optional id and event) are one f-string each.
     """
+    if (
+        comment is None
+        and retry is None
+        and data is not None
+        and "\n" not in data
+        and "\r" not in data
+    ):
+        if id is None:
+            if event is None:
+                text = f"data: {data}{sep}{sep}"
+            else:
+                text = f"event: {event}{sep}data: {data}{sep}{sep}"
+        elif event is None:
+            text = f"id: {id}{sep}data: {data}{sep}{sep}"
+        else:
+            text = f"id: {id}{sep}event: {event}{sep}data: {data}{sep}{sep}"
+        try:
+            return text.encode()
+        except UnicodeEncodeError:
+            return _utf8(text)
     frame = ""
     if comment is not None:
         frame = ": " + _lf_lines(comment).replace("\n", sep + ": ") + sep
@@ -413,6 +434,11 @@ def encode_item(item: object, sep: str) -> bytes:
             return frame.encode()
         except UnicodeEncodeError:
             return _utf8(frame)
+    # Exact types first: an isinstance() that fails costs as much as a field.
+    if type(item) is ServerSentEvent:
+        return item.encode()
+    if type(item) is bytes:
+        return item
     if isinstance(item, dict):
         return _encode_mapping(item, sep)
     if isinstance(item, ServerSentEvent):
