@@ -36,7 +36,7 @@ from typing import Any, Final, final
 
 from anyio.lowlevel import EventLoopToken, current_token
 
-__all__ = ("DrainCoordinator", "drain_coordinator_for")
+__all__ = ("DrainCoordinator", "call_soon_on_loop", "drain_coordinator_for")
 
 logger = logging.getLogger("sse_sm.shutdown")
 
@@ -192,18 +192,25 @@ class DrainCoordinator:
         return unregister
 
 
-def _call_soon_on_loop(token: EventLoopToken, callback: DrainCallback, reason: str) -> None:
-    """Schedule ``callback(reason)`` on the loop behind ``token`` from any thread."""
+def call_soon_on_loop(token: EventLoopToken, callback: Callable[..., None], *args: Any) -> None:
+    """Schedule ``callback(*args)`` on the loop behind ``token``, from any thread.
+
+    Also safe from a signal handler on the loop's own thread.  A loop that has
+    already closed is skipped: its connections are gone with it.
+    """
     native: Any = token.native_token
     run_sync_soon = getattr(native, "run_sync_soon", None)  # trio.lowlevel.TrioToken
     try:
         if run_sync_soon is not None:
-            run_sync_soon(_guarded, callback, reason)
+            run_sync_soon(callback, *args)
         else:  # an asyncio event loop
-            native.call_soon_threadsafe(_guarded, callback, reason)
+            native.call_soon_threadsafe(callback, *args)
     except RuntimeError:
-        # The loop has already closed: its connections are gone with it.
-        logger.debug("drain request for a loop that is no longer running", exc_info=True)
+        logger.debug("a call for a loop that is no longer running", exc_info=True)
+
+
+def _call_soon_on_loop(token: EventLoopToken, callback: DrainCallback, reason: str) -> None:
+    call_soon_on_loop(token, _guarded, callback, reason)
 
 
 def _guarded(callback: DrainCallback, reason: str) -> None:
