@@ -145,6 +145,7 @@ class Connection:
         "_sending",
         "_settings",
         "_source",
+        "_source_closing",
         "_start_message",
         "_watch_scope",
         "_watcher_done",
@@ -188,6 +189,8 @@ class Connection:
         self._close_handler_called = False
         self._farewell_done = False
         self._peer_gone = False
+        #: Set once a close of the source has begun; others wait for it.
+        self._source_closing: anyio.Event | None = None
         self.bytes_sent = 0
 
     # ------------------------------------------------------------------ entry
@@ -414,7 +417,8 @@ class Connection:
         """Send the farewell once, bounded, while DRAINING (or just before CANCELLED).
 
         A factory that raises closes the connection with reason ``error``; a
-        send that takes longer than ``bound`` with reason ``send_timeout``.
+        send that takes longer than ``bound`` with reason ``send_timeout`` if
+        one is set, else it is dropped and nothing more is sent.
         """
         if self._farewell_done or self._peer_gone:
             return
@@ -445,8 +449,17 @@ class Connection:
             finally:
                 self._sending = False
         if scope.cancelled_caught:
-            if self._open:
-                self._fire(Trigger.SEND_TIMED_OUT, f"the farewell was not sent within {bound} s")
+            if settings.send_timeout is not None:
+                if self._open:
+                    self._fire(
+                        Trigger.SEND_TIMED_OUT, f"the farewell was not sent within {bound} s"
+                    )
+            else:
+                # No send_timeout was asked for, so this is no send timeout:
+                # the drain goes on, but a client that does not read gets
+                # nothing more (the final body would only block as long).
+                logger.debug("the farewell was not sent within %s s; dropped", bound)
+                self._peer_gone = True
             return
         self.bytes_sent += len(frame)
         if self._open:
@@ -477,6 +490,12 @@ class Connection:
             self._fail(exc)
             self._pump_scope.cancel()
             return
+        if self._sending and self._machine.state is State.CLOSED:
+            # The pump is still in a send that this watcher gave up on, and
+            # some servers do not let it be cancelled (hypercorn's trio worker
+            # shields its socket writes).  Close the source from here, so its
+            # finally runs now rather than when the stalled client leaves.
+            await self._close_source()
         if disconnect is not None:
             await self._call_close_handler(disconnect)
 
@@ -648,10 +667,19 @@ class Connection:
         if self._source.finished:
             return
         timeout = self._settings.cleanup_timeout
-        with anyio.move_on_after(timeout, shield=True) as scope:
-            try:
-                await self._source.aclose()
-            except Exception:
-                logger.exception("closing the source raised")
+        closing = self._source_closing
+        if closing is not None:  # the watcher began it; wait for that close
+            with anyio.move_on_after(timeout, shield=True):
+                await closing.wait()
+            return
+        self._source_closing = closing = anyio.Event()
+        try:
+            with anyio.move_on_after(timeout, shield=True) as scope:
+                try:
+                    await self._source.aclose()
+                except Exception:
+                    logger.exception("closing the source raised")
+        finally:
+            closing.set()
         if scope.cancel_called:
             logger.warning("closing the source was cut short after %s s", timeout)

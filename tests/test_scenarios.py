@@ -84,6 +84,10 @@ class Log:
     disconnect_requested_at: float | None = None
 
 
+def source_threads() -> set[threading.Thread]:
+    return {t for t in threading.enumerate() if t.name == "sse_sm sync source"}
+
+
 # Delays in units; one unit is 1 ms on asyncio and 1 s of mock time on trio.
 delays = st.sampled_from([0.0, 0.0, 1.0, 3.0, 10.0])
 steps = st.lists(
@@ -188,11 +192,14 @@ class Outcome:
     sse: SSEStream
     log: Log
     leftover_tasks: int
+    #: Sync-source worker threads this run started that are still alive.
+    new_threads: set[threading.Thread]
     closed_at: float
 
 
 async def play(scenario: Scenario, unit: float) -> Outcome:
     baseline = len(anyio.get_running_tasks())
+    threads_before = source_threads()
     log = Log()
     coordinator = DrainCoordinator()
     shutdown = anyio.Event()
@@ -252,7 +259,7 @@ async def play(scenario: Scenario, unit: float) -> Outcome:
     await anyio.lowlevel.checkpoint()
     leftover = len(anyio.get_running_tasks()) - baseline
     (response,) = responses
-    return Outcome(response, sse, log, leftover, closed_at)
+    return Outcome(response, sse, log, leftover, source_threads() - threads_before, closed_at)
 
 
 def allowed_reasons(scenario: Scenario, outcome: Outcome) -> set[CloseReason]:
@@ -329,6 +336,11 @@ def check(scenario: Scenario, outcome: Outcome) -> None:
         assert retry is not None
         assert 10 <= retry <= 20
     assert outcome.leftover_tasks == 0
+    # A sync source's daemon worker ends once the source is closed (a blocked
+    # next() first returns; here every block is a few milliseconds).
+    for thread in outcome.new_threads:
+        thread.join(timeout=5)
+        assert not thread.is_alive(), "a sync source's worker thread was left running"
     # A generator that never started has no finally to run.  A sync source
     # blocked in its worker thread closes itself when the call returns.
     if log.started:

@@ -16,6 +16,7 @@ The same behaviour against real uvicorn and hypercorn processes is in
 from __future__ import annotations
 
 import signal
+import threading
 from collections.abc import AsyncIterator, Iterator
 from types import FrameType
 from typing import Any
@@ -235,6 +236,29 @@ async def test_a_farewell_to_a_stalled_reader_is_bounded_by_send_timeout() -> No
             await ticker.started.wait()
             coordinator.request_drain()
     assert response.close_reason is CloseReason.SEND_TIMEOUT
+    assert ticker.closed
+
+
+async def test_without_send_timeout_a_stuck_farewell_is_dropped_not_a_timeout() -> None:
+    ticker = Ticker(ignore_shutdown=True)
+    coordinator = DrainCoordinator()
+    response = EventSourceResponse(
+        ticker.events(), farewell_factory=farewell, ping=0, drain_coordinator=coordinator
+    )
+    sent: list[Any] = []
+
+    async def send(message: Any) -> None:
+        if response.state is State.DRAINING:
+            await anyio.sleep_forever()  # the reader stalls as the drain begins
+        sent.append(message)
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(response, http_scope(), never_receive, send)
+            await ticker.started.wait()
+            coordinator.request_drain()
+    assert response.close_reason is CloseReason.SHUTDOWN_FORCED
+    assert not any(m.get("more_body") is False for m in sent), "nothing after a stuck send"
     assert ticker.closed
 
 
@@ -470,3 +494,101 @@ def test_app_status_is_importable_from_the_old_path() -> None:
 
     assert sse_sm.sse.AppStatus is AppStatus
     assert isinstance(AppStatus.should_exit, bool)
+
+
+# ------------------------------------------------- servers that shield sends
+
+
+@pytest.mark.parametrize("sync_source", [False, True], ids=["async", "sync"])
+async def test_a_send_timeout_closes_the_source_while_the_send_is_stuck(
+    sync_source: bool,
+) -> None:
+    """hypercorn's trio worker shields its socket writes, so a timed-out send
+    cannot be cancelled: the source must still be closed at the timeout, not
+    whenever the stalled client finally leaves."""
+    finally_ran = anyio.Event()
+    closed_in_thread = threading.Event()
+
+    async def async_ticks() -> AsyncIterator[bytes]:
+        try:
+            while True:
+                yield b"data: x\r\n\r\n"
+        finally:
+            finally_ran.set()
+
+    def sync_ticks() -> Iterator[bytes]:
+        try:
+            while True:
+                yield b"data: x\r\n\r\n"
+        finally:
+            closed_in_thread.set()
+
+    response = EventSourceResponse(
+        sync_ticks() if sync_source else async_ticks(), send_timeout=0.2, ping=0
+    )
+    release = anyio.Event()
+    bodies = 0
+
+    async def shielded_send(message: Any) -> None:
+        nonlocal bodies
+        if message["type"] == "http.response.body":
+            bodies += 1
+            if bodies == 3:  # the client stops reading; the write cannot be cancelled
+                with anyio.CancelScope(shield=True), anyio.move_on_after(4):
+                    await release.wait()
+
+    async def serve() -> None:
+        with pytest.raises(SendTimeoutError):
+            await response(http_scope(), never_receive, shielded_send)
+
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(serve)
+        try:
+            with anyio.fail_after(3):
+                await wait_until(lambda: response.state is State.CLOSED)
+                if sync_source:
+                    while not closed_in_thread.is_set():
+                        await anyio.sleep(0.005)
+                else:
+                    await finally_ran.wait()
+        finally:
+            release.set()  # unstick the send, whatever happened
+    assert response.close_reason is CloseReason.SEND_TIMEOUT
+
+
+async def test_a_sync_source_blocked_in_next_never_holds_the_process_open() -> None:
+    """Its worker is a daemon thread (an interpreter joins the others before it
+    exits), and the thread ends once the source is closed."""
+    unblock = threading.Event()
+    in_next = threading.Event()
+    closed = threading.Event()
+
+    def blocking() -> Iterator[str]:
+        try:
+            yield "first"
+            in_next.set()
+            unblock.wait(5)  # a next() that blocks, as time.sleep or queue.get would
+            yield "second"
+        finally:
+            closed.set()
+
+    def source_threads() -> set[threading.Thread]:
+        return {t for t in threading.enumerate() if t.name == "sse_sm sync source"}
+
+    earlier = source_threads()  # other tests' sources may still be finishing
+    app, responses = app_serving(lambda: EventSourceResponse(blocking(), ping=0))
+    with anyio.fail_after(5):
+        async with stream(app, "/events") as sse:
+            await sse.next_event()
+            while not in_next.is_set():
+                await anyio.sleep(0.005)
+            workers = list(source_threads() - earlier)
+            assert len(workers) == 1
+            assert workers[0].daemon
+            await sse.disconnect()
+            await sse.wait_finished()
+        assert responses[0].close_reason is CloseReason.CLIENT_DISCONNECTED
+        assert not closed.is_set(), "next() is still blocked: it closes when that returns"
+        unblock.set()
+        while workers[0].is_alive() or not closed.is_set():
+            await anyio.sleep(0.005)
