@@ -1,0 +1,440 @@
+"""Real servers in subprocesses, and a raw HTTP/1.1 client that sees every byte.
+
+Two halves, shared by the tests that run ``tests.realserver_app`` under a real
+server:
+
+* **Process management.**  :func:`running_server` binds a loopback socket in
+  the test process, hands it to the server as an inherited file descriptor
+  (``uvicorn --fd N``, ``hypercorn --bind fd://N``), so there is no window in
+  which another process can take the port, and always stops the server: it
+  runs in its own session, and the whole process group is killed on the way
+  out (hypercorn serves from a spawned worker, and multiprocessing may add a
+  helper process).  Every wait is bounded.
+* **A raw client.**  Tests of shutdown and faults must see what a library
+  such as httpx hides: whether the chunked body ended with its terminating
+  ``0\\r\\n\\r\\n`` or the connection was cut, and the keep-alive comments.
+  :class:`StreamClient` is a plain socket plus an incremental decoder, cheap
+  enough to hold 500 at once and to multiplex with :func:`pump_until`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import selectors
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sse_sm.testing import Comment, Event, EventStreamParser
+
+__all__ = (
+    "SERVER_KINDS",
+    "ChunkedResponse",
+    "ServerProcess",
+    "StreamClient",
+    "get",
+    "has_event",
+    "pump_until",
+    "read_rss_kib",
+    "running_server",
+    "server_command",
+)
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+APP = "tests.realserver_app:app"
+
+#: The servers, each started the way its users start it from a shell.
+SERVER_KINDS: tuple[str, ...] = ("uvicorn", "hypercorn-asyncio", "hypercorn-trio")
+
+#: A cold start of hypercorn spawns a fresh interpreter for its worker; on a
+#: busy two-core machine that can take several seconds.
+STARTUP_TIMEOUT = 30.0
+#: Bound on reaping a process after SIGKILL.
+KILL_TIMEOUT = 10.0
+#: Backlog of the listening socket the test creates.  Servers call listen()
+#: again with their own (uvicorn 2048, hypercorn 100), which replaces it.
+LISTEN_BACKLOG = 1024
+
+
+def server_command(kind: str, fd: int) -> list[str]:
+    """The shell command a user would type, serving the app on inherited ``fd``."""
+    python = [sys.executable, "-m"]
+    if kind == "uvicorn":
+        return [*python, "uvicorn", APP, "--fd", str(fd)]
+    if kind == "hypercorn-asyncio":
+        return [*python, "hypercorn", "--bind", f"fd://{fd}", APP]
+    if kind == "hypercorn-trio":
+        return [*python, "hypercorn", "-k", "trio", "--bind", f"fd://{fd}", APP]
+    raise AssertionError(f"unknown server kind {kind!r}")
+
+
+def _listening_socket() -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        # Both servers set TCP_NODELAY on sockets they bind themselves but not
+        # on an inherited one (uvicorn even wraps it as AF_UNIX, so asyncio
+        # skips it).  Linux copies the option to accepted sockets, so setting
+        # it here gives the latency users get from --host/--port or --bind.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(LISTEN_BACKLOG)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+@dataclass
+class ServerProcess:
+    """A server started by :func:`running_server`."""
+
+    kind: str
+    port: int
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    @property
+    def pid(self) -> int:
+        """The main process: the one a user (or systemd, or Kubernetes) signals."""
+        return self.process.pid
+
+    def log(self, tail: int | None = 12_000) -> str:
+        """The server's stdout and stderr so far; only the end of it unless ``tail=None``."""
+        text = self.log_path.read_text(errors="replace")
+        return text if tail is None or len(text) <= tail else "...\n" + text[-tail:]
+
+    def has_exited(self) -> bool:
+        """Whether the main process has exited, without reaping it.
+
+        Not reaping keeps its pid, and so its process group id, reserved until
+        :meth:`kill_group` has run: the group can never be a stranger's.
+        """
+        if self.process.returncode is not None:
+            return True
+        flags = os.WEXITED | os.WNOHANG | os.WNOWAIT
+        return os.waitid(os.P_PID, self.pid, flags) is not None
+
+    def signal(self, signum: int) -> None:
+        """Send ``signum`` to the main process only, as ``kill -TERM <pid>`` does."""
+        os.kill(self.pid, signum)
+
+    def kill_group(self) -> None:
+        """SIGKILL every process of the server's session group, then reap the main one."""
+        if self.process.returncode is None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.pid, signal.SIGKILL)
+        try:
+            self.process.wait(timeout=KILL_TIMEOUT)
+        except subprocess.TimeoutExpired:  # pragma: no cover - a kernel in trouble
+            pass
+
+    def returncode(self) -> int | None:
+        return self.process.poll() if self.has_exited() else None
+
+
+@contextlib.contextmanager
+def running_server(kind: str, log_path: Path) -> Iterator[ServerProcess]:
+    """Start ``tests.realserver_app`` under ``kind`` on a fresh loopback socket.
+
+    Yields once ``/health`` answers.  On exit, whatever happened (a failed
+    assertion, a timeout, KeyboardInterrupt), every process of the server is
+    killed and the main one reaped.
+    """
+    listener = _listening_socket()
+    port: int = listener.getsockname()[1]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    try:
+        with log_path.open("wb") as log_file:
+            process = subprocess.Popen(
+                server_command(kind, listener.fileno()),
+                cwd=REPO_ROOT,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                pass_fds=(listener.fileno(),),
+                start_new_session=True,
+            )
+    finally:
+        # The server holds its own copy; keeping ours would let connections
+        # queue on a port whose server has died.
+        listener.close()
+    server = ServerProcess(kind=kind, port=port, process=process, log_path=log_path)
+    try:
+        _wait_until_healthy(server)
+        yield server
+    finally:
+        server.kill_group()
+
+
+def _wait_until_healthy(server: ServerProcess) -> None:
+    deadline = time.monotonic() + STARTUP_TIMEOUT
+    last_error = "no attempt made"
+    while time.monotonic() < deadline:
+        if server.has_exited():
+            raise AssertionError(
+                f"{server.kind} exited with {server.returncode()} during startup:\n{server.log()}"
+            )
+        try:
+            status, body = get(server.port, "/health", timeout=2.0)
+        except OSError as exc:
+            last_error = repr(exc)
+        else:
+            if status == 200 and body == b"ok":
+                return
+            last_error = f"{status} {body!r}"
+        time.sleep(0.1)
+    raise AssertionError(
+        f"{server.kind}: /health not ok within {STARTUP_TIMEOUT} s (last: {last_error}):\n"
+        f"{server.log()}"
+    )
+
+
+def read_rss_kib(pid: int) -> int:
+    """Resident set size of ``pid`` in KiB, from ``/proc/<pid>/status``."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no VmRSS in /proc/{pid}/status")
+
+
+# --------------------------------------------------------------------- client
+
+
+def _request(path: str, *, close: bool) -> bytes:
+    connection = "Connection: close\r\n" if close else ""
+    return (
+        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n{connection}\r\n"
+    ).encode("ascii")
+
+
+def get(port: int, path: str, *, timeout: float) -> tuple[int, bytes]:
+    """One plain GET with ``Connection: close``: the status and the body.
+
+    For the app's small endpoints, which answer with a ``Content-Length``.
+    Raises ``OSError`` (``TimeoutError`` included) if the whole answer does not
+    arrive within ``timeout`` seconds.
+    """
+    deadline = time.monotonic() + timeout
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(_request(path, close=True))
+        received = bytearray()
+        while True:
+            sock.settimeout(max(deadline - time.monotonic(), 0.001))
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            received += chunk
+    head, _, body = bytes(received).partition(b"\r\n\r\n")
+    status_line = head.split(b"\r\n", 1)[0]
+    status = int(status_line.split()[1])
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            body = body[: int(value)]
+    return status, body
+
+
+@dataclass
+class ChunkedResponse:
+    """An incremental decoder for one HTTP/1.1 response with a chunked body.
+
+    ``complete`` becomes true when the terminating chunk (``0\\r\\n`` and the
+    empty trailer line) has arrived: the server ended the body on purpose.
+    """
+
+    status: int | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytearray = field(default_factory=bytearray)
+    complete: bool = False
+    items: list[Event | Comment] = field(default_factory=list)
+    _buffer: bytearray = field(default_factory=bytearray)
+    _parser: EventStreamParser = field(default_factory=EventStreamParser)
+
+    def feed(self, data: bytes) -> None:
+        self._buffer += data
+        while self._step():
+            pass
+
+    def _step(self) -> bool:
+        """Decode one unit (head, chunk, terminator); False when more bytes are needed."""
+        buffer = self._buffer
+        if self.complete:
+            return False
+        if self.status is None:
+            end = buffer.find(b"\r\n\r\n")
+            if end < 0:
+                return False
+            lines = bytes(buffer[:end]).decode("latin-1").split("\r\n")
+            del buffer[: end + 4]
+            self.status = int(lines[0].split()[1])
+            for line in lines[1:]:
+                name, _, value = line.partition(":")
+                self.headers[name.strip().lower()] = value.strip()
+            return True
+        if self.headers.get("transfer-encoding", "").lower() != "chunked":
+            # Not a stream (an error page): keep the raw bytes for the message.
+            self.body += buffer
+            buffer.clear()
+            return False
+        line_end = buffer.find(b"\r\n")
+        if line_end < 0:
+            return False
+        size = int(bytes(buffer[:line_end]).split(b";")[0], 16)
+        if size == 0:
+            # The last chunk, then trailer lines (none here) and an empty line.
+            if len(buffer) < line_end + 4:
+                return False
+            if bytes(buffer[line_end + 2 : line_end + 4]) != b"\r\n":
+                raise AssertionError(f"unexpected trailer after the last chunk: {buffer!r}")
+            del buffer[: line_end + 4]
+            self.complete = True
+            self.items.extend(self._parser.close())
+            return False
+        if len(buffer) < line_end + 2 + size + 2:
+            return False
+        chunk = bytes(buffer[line_end + 2 : line_end + 2 + size])
+        del buffer[: line_end + 2 + size + 2]
+        self.body += chunk
+        self.items.extend(self._parser.feed(chunk))
+        return True
+
+    @property
+    def events(self) -> list[Event]:
+        return [item for item in self.items if isinstance(item, Event)]
+
+    @property
+    def pings(self) -> list[Event | Comment]:
+        """Keep-alive comments: alone in their block, or attached to an event."""
+        return [
+            item
+            for item in self.items
+            if (isinstance(item, Comment) and item.text.startswith("ping"))
+            or (isinstance(item, Event) and any(c.startswith("ping") for c in item.comments))
+        ]
+
+
+class StreamClient:
+    """One streaming GET on a raw socket, read only when the test says so.
+
+    ``end`` says how the connection ended, from the client's side:
+    ``"clean"`` (the terminating chunk arrived), ``"eof"`` (closed without
+    it), ``"reset"``, or ``None`` while it is open.
+    """
+
+    def __init__(self, port: int, path: str, *, timeout: float, rcvbuf: int | None = None) -> None:
+        self.path = path
+        self.response = ChunkedResponse()
+        self.end: str | None = None
+        #: ``time.monotonic()`` of the first keep-alive comment seen.
+        self.first_ping_at: float | None = None
+        #: ``time.monotonic()`` when :attr:`end` was set.
+        self.ended_at: float | None = None
+        self.opened_at = time.monotonic()
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            if rcvbuf is not None:
+                # Before connect(), so the window advertised to the server is small.
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+            sock.settimeout(timeout)
+            sock.connect(("127.0.0.1", port))
+            sock.sendall(_request(path, close=False))
+        except BaseException:
+            sock.close()
+            raise
+        self.sock = sock
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def read_once(self) -> None:
+        """One ``recv`` (blocking up to the socket's timeout); records the end if it came."""
+        try:
+            data = self.sock.recv(262144)
+        except ConnectionResetError:
+            self._ended("reset")
+            return
+        if not data:
+            self._ended("clean" if self.response.complete else "eof")
+            return
+        self.response.feed(data)
+        if self.first_ping_at is None and self.response.pings:
+            self.first_ping_at = time.monotonic()
+        if self.response.complete:
+            self._ended("clean")
+
+    def _ended(self, how: str) -> None:
+        self.end = how
+        self.ended_at = time.monotonic()
+
+    def read_until(self, done: Callable[[StreamClient], bool], timeout: float) -> bool:
+        """Read (blocking) until ``done(self)`` or the end of the connection, within ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while not done(self) and self.end is None:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            self.sock.settimeout(remaining)
+            try:
+                self.read_once()
+            except TimeoutError:
+                return False
+        return done(self)
+
+    def describe(self) -> str:
+        body = bytes(self.response.body)
+        shown = body if len(body) < 600 else body[:200] + b" ... " + body[-300:]
+        return (
+            f"{self.path}: status={self.response.status} end={self.end} "
+            f"complete={self.response.complete} body={shown!r}"
+        )
+
+
+def has_event(client: StreamClient) -> bool:
+    return bool(client.response.events)
+
+
+def pump_until(
+    clients: Sequence[StreamClient],
+    done: Callable[[], bool],
+    deadline: float,
+    *,
+    on_tick: Callable[[], None] | None = None,
+    tick: float = 0.02,
+) -> bool:
+    """Read every open client as data arrives until ``done()`` or ``deadline``.
+
+    ``on_tick`` runs at least every ``tick`` seconds (to notice a process
+    exiting).  Clients whose connection ended are left alone.  Returns
+    ``done()``.
+    """
+    with selectors.DefaultSelector() as selector:
+        for client in clients:
+            if client.end is None:
+                client.sock.setblocking(False)
+                selector.register(client.sock, selectors.EVENT_READ, client)
+        while True:
+            if on_tick is not None:
+                on_tick()
+            if done():
+                return True
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            for key, _ in selector.select(min(tick, remaining)):
+                ready: StreamClient = key.data
+                try:
+                    ready.read_once()
+                except BlockingIOError:
+                    continue
+                if ready.end is not None:
+                    selector.unregister(ready.sock)
