@@ -6,6 +6,8 @@ The public surface is re-exported here; the modules behind it are private:
 * ``_events``: event values and the wire encoder (no I/O);
 * ``_sources``, ``_shutdown``, ``_connection``: the anyio driver and its parts;
 * ``responses``: :class:`EventSourceResponse`, the Starlette response;
+* ``_replay``, ``_hub*``: resume (Last-Event-ID, the replay store, the gap
+  signal) and the broadcast hub;
 * ``testing``: a WHATWG parser and an in-process streaming client for tests;
 * ``sse`` and ``event``: sse-starlette's module paths, for one-line migration.
 """
@@ -17,6 +19,23 @@ from ._events import ServerSentEvent as ServerSentEvent
 from ._events import ensure_bytes as ensure_bytes
 from ._exceptions import SendTimeoutError as SendTimeoutError
 from ._exceptions import SlowConsumerError as SlowConsumerError
+from ._hub import Hub as Hub
+from ._hub_backend import HubBackend as HubBackend
+from ._hub_backend import MemoryBackend as MemoryBackend
+from ._hub_subscription import Subscription as Subscription
+from ._hub_types import HubStatistics as HubStatistics
+from ._hub_types import SlowConsumerPolicy as SlowConsumerPolicy
+from ._hub_types import SubscriptionStatistics as SubscriptionStatistics
+from ._hub_types import TopicStatistics as TopicStatistics
+from ._replay import GAP_EVENT as GAP_EVENT
+from ._replay import Entry as Entry
+from ._replay import Gap as Gap
+from ._replay import GapReason as GapReason
+from ._replay import MemoryReplayStore as MemoryReplayStore
+from ._replay import Replay as Replay
+from ._replay import ReplayStatistics as ReplayStatistics
+from ._replay import ReplayStore as ReplayStore
+from ._replay import last_event_id as last_event_id
 from ._shutdown import DrainCoordinator as DrainCoordinator
 from ._shutdown import drain_coordinator_for as drain_coordinator_for
 from ._state import TRANSITIONS as TRANSITIONS
@@ -50,4 +69,21 @@ __all__ = (
     "Transition",
     "TransitionError",
     "StateMachine",
+    "Hub",
+    "Subscription",
+    "SlowConsumerPolicy",
+    "HubStatistics",
+    "TopicStatistics",
+    "SubscriptionStatistics",
+    "HubBackend",
+    "MemoryBackend",
+    "ReplayStore",
+    "MemoryReplayStore",
+    "ReplayStatistics",
+    "Entry",
+    "Replay",
+    "Gap",
+    "GapReason",
+    "GAP_EVENT",
+    "last_event_id",
 )

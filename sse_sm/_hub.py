@@ -1,0 +1,557 @@
+"""The broadcast hub: publish once, deliver to every subscriber of a topic.
+
+Theory of operation
+-------------------
+:meth:`Hub.publish` turns an item into a :class:`~sse_sm.ServerSentEvent` and
+hands it to the backend, which stores it (giving it an id and a position),
+encodes it once, and calls the hub's fan-out with the entry.  The fan-out
+appends that one entry (the same ``bytes`` for everybody) to each
+subscriber's bounded buffer, or applies the subscriber's
+:class:`SlowConsumerPolicy` when the buffer is full.  A :class:`Subscription`
+is the async iterator a response streams: it yields frames (``bytes``),
+which the connection sends as they are.
+
+Invariants:
+
+* **Unsubscribed on every path.**  A subscription joins its topic when it is
+  first iterated, and leaves it in :meth:`Subscription.aclose`, which the
+  connection driver calls on every close path (bounded and shielded), when it
+  ends (hub closed, slow consumer let go), or, if it is dropped without being
+  closed, when it is garbage collected: a finalizer hands it back to the hub
+  on the hub's loop.  A subscription that is never iterated never joins.
+* **No duplicate, no hole.**  A resuming subscription joins first and asks
+  the backend for the replay second; live entries at or below the replay's
+  ``head`` position are dropped.  With the memory backend nothing can even
+  interleave: neither step suspends.
+* **Every loss is visible.**  A replay that cannot start right after the
+  client's id, and every run of events a drop policy discarded, reaches the
+  client as one ``sse_sm.gap`` event at the place of the hole, and is
+  counted in :meth:`Hub.statistics`.
+* **Lossless when asked.**  Under ``BLOCK`` the publisher waits for room in
+  every ``BLOCK`` subscriber's buffer before the backend stores the event, so
+  a cancelled publish has stored nothing; after ``block_timeout`` the
+  subscribers still full are let go (their clients resume from the store).
+* **One event loop.**  Only the fan-out and the consumer touch a buffer, and
+  neither suspends while doing so, so no lock guards a buffer.  Publishers of
+  one topic that have to wait queue in order behind one ``anyio.Lock``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Mapping
+from types import MappingProxyType, TracebackType
+from typing import Any, Final, final
+
+import anyio
+import anyio.from_thread
+import anyio.lowlevel
+from anyio.lowlevel import EventLoopToken
+
+from ._connection import FAIRNESS_EVENTS, FAIRNESS_SLICE
+from ._events import DEFAULT_SEPARATOR, ServerSentEvent, validate_sep
+from ._hub_backend import HubBackend, MemoryBackend
+from ._hub_state import DropMarker, SubscriberState, Tally, TopicState
+from ._hub_subscription import Subscription
+from ._hub_types import HubStatistics, SlowConsumerPolicy, TopicStatistics
+from ._replay import Entry, last_event_id
+
+__all__ = ("Hub",)
+
+_FIELDS: Final = frozenset({"data", "event", "id", "retry", "comment", "sep"})
+
+
+def _check_size(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"buffer_size must be an int >= 1, got {value!r}")
+    return value
+
+
+def _check_policy(value: object) -> SlowConsumerPolicy:
+    if not isinstance(value, SlowConsumerPolicy):
+        raise TypeError(f"policy must be a SlowConsumerPolicy, got {value!r}")
+    return value
+
+
+def _as_event(item: object, sep: str) -> ServerSentEvent:
+    """What :meth:`Hub.publish` accepts, as an event (the item itself is never changed)."""
+    if isinstance(item, ServerSentEvent):
+        return item
+    if type(item) is str:
+        return ServerSentEvent(item, sep=sep)
+    if isinstance(item, Mapping):
+        unknown = sorted(map(str, item.keys() - _FIELDS))
+        if unknown:
+            raise TypeError(f"unknown ServerSentEvent field(s) in dict item: {unknown}")
+        fields = {key: value for key, value in item.items() if key != "sep"}
+        return ServerSentEvent(**fields, sep=sep)
+    if isinstance(item, (bytes, bytearray, memoryview)):
+        raise TypeError(
+            "a hub cannot publish pre-encoded bytes: it writes each event's id; "
+            "publish a ServerSentEvent, a str or a dict of its fields"
+        )
+    return ServerSentEvent(item, sep=sep)
+
+
+@final
+class Hub:
+    """Publish once, deliver to every subscriber of a topic, with bounded buffers.
+
+    >>> hub = Hub()
+    >>> async def ticker(request):  # doctest: +SKIP
+    ...     return EventSourceResponse(hub.subscribe("ticker", request))
+    >>> async def tick(price):  # doctest: +SKIP
+    ...     await hub.publish("ticker", ServerSentEvent(price, event="tick"))
+
+    A hub belongs to one event loop: call :meth:`publish`, :meth:`subscribe`,
+    :meth:`close` and :meth:`statistics` from tasks on that loop.  From
+    another thread, use :meth:`publish_from_thread`.  A hub with no
+    subscribers left may be used on a later loop (each test of a suite).
+
+    Args:
+        backend: stores events for replay and carries them to every hub;
+            a :class:`~sse_sm.MemoryBackend` with its defaults if omitted.
+        buffer_size: events each subscriber may hold unread (default 256).
+        policy: what happens when a subscriber's buffer is full (default
+            ``DISCONNECT``: the client reconnects and resumes from the store).
+        block_timeout: seconds a publisher waits for room under ``BLOCK``
+            before the subscribers still full are let go; ``None`` waits forever.
+        sep: line terminator for items given as ``str`` or ``dict``.
+
+    Raises:
+        TypeError, ValueError: an argument is out of range; the message names it.
+    """
+
+    __slots__ = (
+        "_abandoned",
+        "_backend",
+        "_block_timeout",
+        "_budget",
+        "_buffer_size",
+        "_closed",
+        "_loop_thread",
+        "_policy",
+        "_publish_waits",
+        "_published",
+        "_retired",
+        "_sep",
+        "_stop_listening",
+        "_subscribers",
+        "_token",
+        "_topics",
+        "_yield_at",
+    )
+
+    def __init__(
+        self,
+        backend: HubBackend | None = None,
+        *,
+        buffer_size: int = 256,
+        policy: SlowConsumerPolicy = SlowConsumerPolicy.DISCONNECT,
+        block_timeout: float | None = 5.0,
+        sep: str = DEFAULT_SEPARATOR,
+    ) -> None:
+        self._buffer_size = _check_size(buffer_size)
+        self._policy = _check_policy(policy)
+        if block_timeout is not None and (
+            isinstance(block_timeout, bool)
+            or not isinstance(block_timeout, (int, float))
+            or not block_timeout >= 0
+        ):
+            raise ValueError(f"block_timeout must be >= 0 seconds or None, got {block_timeout!r}")
+        self._block_timeout = block_timeout
+        self._sep = validate_sep(sep)
+        self._backend: HubBackend = MemoryBackend() if backend is None else backend
+        self._topics: dict[str, TopicState] = {}
+        self._subscribers = 0
+        self._published = 0
+        self._publish_waits = 0
+        self._retired = Tally()
+        self._closed = False
+        #: States of subscriptions collected without being closed; appended to
+        #: by finalizers on any thread, emptied on the loop.
+        self._abandoned: deque[SubscriberState] = deque()
+        self._token: EventLoopToken | None = None
+        self._loop_thread: int | None = None
+        self._yield_at = 0.0
+        self._budget = FAIRNESS_EVENTS
+        self._stop_listening = self._backend.listen(self._fan_out)
+        try:
+            self._bind()
+        except RuntimeError:
+            pass  # created outside a loop: bound when first used
+
+    @property
+    def backend(self) -> HubBackend:
+        return self._backend
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    # ------------------------------------------------------------ subscribing
+
+    def subscribe(
+        self,
+        topic: str,
+        request: Mapping[str, Any] | None = None,
+        *,
+        last_event_id: str | None = None,
+        buffer_size: int | None = None,
+        policy: SlowConsumerPolicy | None = None,
+    ) -> Subscription:
+        """A subscription to ``topic``: an async iterator of encoded events.
+
+        >>> async def ticker(request):  # doctest: +SKIP
+        ...     return EventSourceResponse(hub.subscribe("ticker", request))
+
+        Nothing happens until it is first iterated: then it joins the topic,
+        and if the client gave a last event id, yields the gap signal (if
+        any) and the replayed events before the live ones.
+
+        Args:
+            topic: the topic's name.
+            request: the Starlette request (or ASGI scope) whose
+                ``Last-Event-ID`` header, or ``lastEventID`` query parameter,
+                says where to resume.
+            last_event_id: resume after this id instead (``""`` or ``None``:
+                no resume, unless ``request`` has one).
+            buffer_size, policy: this subscriber's, instead of the hub's.
+
+        Raises:
+            TypeError, ValueError: an argument is invalid.
+        """
+        if not isinstance(topic, str):
+            raise TypeError(f"topic must be a str, got {type(topic).__name__}")
+        resume: str | None = None
+        if last_event_id:
+            if not isinstance(last_event_id, str) or any(c in last_event_id for c in "\0\r\n"):
+                raise ValueError(
+                    f"last_event_id must be a str without NUL, CR or LF: {last_event_id!r}"
+                )
+            resume = last_event_id
+        elif request is not None:
+            resume = _last_event_id(request)
+        return Subscription(
+            self,
+            topic,
+            resume,
+            self._buffer_size if buffer_size is None else _check_size(buffer_size),
+            self._policy if policy is None else _check_policy(policy),
+        )
+
+    def _add_subscriber(
+        self, topic_name: str, policy: SlowConsumerPolicy, size: int
+    ) -> SubscriberState:
+        self._bind()
+        topic = self._topics.get(topic_name)
+        if topic is None:
+            topic = self._topics[topic_name] = TopicState(topic_name)
+        state = SubscriberState(topic, policy, size)
+        topic.subscribers[state] = None
+        self._subscribers += 1
+        return state
+
+    def _remove(self, state: SubscriberState) -> None:
+        """Take ``state`` out of its topic and keep its counters (idempotent, never suspends)."""
+        if state.removed:
+            return
+        state.removed = True
+        state.live = False
+        topic = state.topic
+        del topic.subscribers[state]
+        if state.blocks and state.count >= state.size:
+            self._made_room(state)
+        topic.retired.retire(state)
+        self._retired.retire(state)
+        self._subscribers -= 1
+        self._discard_if_idle(topic)
+
+    def _discard_if_idle(self, topic: TopicState) -> None:
+        if not topic.subscribers and not topic.waiting and self._topics.get(topic.name) is topic:
+            del self._topics[topic.name]
+
+    def _made_room(self, state: SubscriberState) -> None:
+        """A BLOCK subscriber is no longer full; wake the publisher when none is."""
+        topic = state.topic
+        topic.full_blockers -= 1
+        if not topic.full_blockers and topic.room is not None:
+            room, topic.room = topic.room, None
+            room.set()
+
+    def _let_go(self, state: SubscriberState, reason: str, *, refused: int) -> None:
+        """End a slow subscriber: free its buffer; its iterator raises SlowConsumerError."""
+        if state.removed:
+            return
+        state.failure = reason
+        state.dropped += state.count + refused
+        self._remove(state)
+        state.buffer.clear()
+        state.count = 0
+        state.pending.clear()
+        state.wake()
+
+    # ------------------------------------------------------------ garbage
+
+    def _abandon(self, state: SubscriberState) -> None:
+        """A finalizer's call, on any thread, at any point: defer the work to the loop."""
+        self._abandoned.append(state)
+        token = self._token
+        if token is None:
+            return
+        native: Any = token.native_token
+        try:
+            run_sync_soon = getattr(native, "run_sync_soon", None)  # trio.lowlevel.TrioToken
+            if run_sync_soon is not None:
+                run_sync_soon(self._reap)
+            else:  # an asyncio event loop
+                native.call_soon_threadsafe(self._reap)
+        except RuntimeError:
+            pass  # the loop is gone: reaped at the next subscribe or statistics()
+
+    def _reap(self) -> None:
+        abandoned = self._abandoned
+        while abandoned:
+            state = abandoned.popleft()
+            self._remove(state)
+            state.buffer.clear()
+            state.count = 0
+            state.pending.clear()
+
+    def _bind(self) -> None:
+        """Tie the hub to the running loop; refuse another loop while this one has subscribers."""
+        self._reap()
+        token = anyio.lowlevel.current_token()
+        bound = self._token
+        if bound is not None and bound.native_token is token.native_token:
+            return
+        if self._subscribers:
+            raise RuntimeError(
+                "this hub has subscribers on another event loop; a hub belongs to one loop"
+            )
+        self._token = token
+        self._loop_thread = threading.get_ident()
+
+    # ------------------------------------------------------------ publishing
+
+    async def publish(self, topic: str, item: object) -> str:
+        """Store ``item`` as an event of ``topic`` and deliver it to every subscriber.
+
+        ``item`` is a :class:`~sse_sm.ServerSentEvent`, a ``str`` (the data),
+        a ``dict`` of ``ServerSentEvent`` fields, or any other value (the
+        data, as ``ServerSentEvent`` writes it).  Without an ``id`` it gets
+        the store's next automatic id.
+
+        Returns at once unless a ``BLOCK`` subscriber of the topic is full;
+        then it waits, in order with other waiting publishers, up to
+        ``block_timeout``.  Cancelled while waiting, it has stored and
+        delivered nothing.  It yields to the loop at least every 2 ms, so a
+        publishing loop cannot starve the subscribers it feeds.
+
+        Returns:
+            The event's id.
+
+        Raises:
+            anyio.ClosedResourceError: the hub is closed (also if it closes
+                while this call waits).
+            TypeError, ValueError: the item cannot be an event.
+        """
+        if self._closed:
+            raise anyio.ClosedResourceError
+        event = _as_event(item, self._sep)
+        if self._token is None:
+            self._bind()
+        hub_topic = self._topics.get(topic)
+        if hub_topic is None:
+            entry = await self._backend.publish(topic, event)
+        else:
+            if hub_topic.full_blockers or hub_topic.waiting:
+                entry = await self._publish_when_room(hub_topic, event)
+            else:
+                entry = await self._backend.publish(topic, event)
+            hub_topic.published += 1
+        self._published += 1
+        self._budget -= 1
+        if self._budget <= 0 or time.monotonic() >= self._yield_at:
+            await anyio.lowlevel.checkpoint()
+            self._budget = FAIRNESS_EVENTS
+            self._yield_at = time.monotonic() + FAIRNESS_SLICE
+        return entry.id
+
+    async def _publish_when_room(self, topic: TopicState, event: ServerSentEvent) -> Entry:
+        topic.waiting += 1
+        self._publish_waits += 1
+        try:
+            if topic.turn is None:
+                topic.turn = anyio.Lock()
+            async with topic.turn:
+                if topic.full_blockers and not self._closed:
+                    with anyio.move_on_after(self._block_timeout):
+                        while topic.full_blockers and not self._closed:
+                            if topic.room is None:
+                                topic.room = anyio.Event()
+                            await topic.room.wait()
+                if self._closed:
+                    raise anyio.ClosedResourceError
+                if topic.full_blockers:
+                    reason = (
+                        f"the subscriber to {topic.name!r} did not make room "
+                        f"within {self._block_timeout} s"
+                    )
+                    for state in [s for s in topic.subscribers if s.blocks and s.count >= s.size]:
+                        self._let_go(state, reason, refused=0)
+                return await self._backend.publish(topic.name, event)
+        finally:
+            topic.waiting -= 1
+            self._discard_if_idle(topic)
+
+    def _fan_out(self, entry: Entry) -> None:
+        """The backend's listener: one entry into every subscriber's buffer.  Never suspends."""
+        topic = self._topics.get(entry.topic)
+        if topic is None:
+            return
+        position = entry.position
+        overflowed: list[SubscriberState] | None = None
+        for state in topic.subscribers:
+            if position <= state.after:
+                continue  # the replay already has it
+            count = state.count
+            if count < state.size:
+                state.buffer.append(entry)
+                state.count = count = count + 1
+                if count == state.size and state.blocks:
+                    topic.full_blockers += 1
+                waiter = state.waiter
+                if waiter is not None:
+                    state.waiter = None
+                    waiter.set()
+                continue
+            policy = state.policy
+            buffer = state.buffer
+            if policy is SlowConsumerPolicy.DROP_OLDEST:
+                first = buffer[0]
+                if type(first) is DropMarker:
+                    del buffer[1]  # the oldest entry, right after the marker
+                    first.count += 1
+                else:
+                    buffer[0] = DropMarker()  # the oldest entry becomes the hole
+                buffer.append(entry)
+                state.dropped += 1
+            elif policy is SlowConsumerPolicy.DROP_NEWEST:
+                last = buffer[-1]
+                if type(last) is DropMarker:
+                    last.count += 1
+                else:
+                    buffer.append(DropMarker())
+                state.dropped += 1
+            else:  # DISCONNECT, or BLOCK reached by an entry that did not wait for room
+                if overflowed is None:
+                    overflowed = []
+                overflowed.append(state)
+        if overflowed is not None:
+            for state in overflowed:
+                reason = f"the subscriber to {topic.name!r} fell {state.size} events behind"
+                self._let_go(state, reason, refused=1)
+
+    def publish_from_thread(self, topic: str, item: object) -> str:
+        """:meth:`publish` from a thread that is not the hub's loop; blocks until done.
+
+        Runs ``publish`` on the loop the hub is bound to (the one it was
+        created on, or on which a subscription last joined, or its first
+        ``publish`` ran) through ``anyio.from_thread.run``; needs anyio 4.11
+        or newer.  The loop is not looked up on every publish: that costs
+        about 1 us, a quarter of a publish to one subscriber.
+
+        Raises:
+            RuntimeError: the hub has not been used on a loop yet, or this is
+                the loop's own thread (``await hub.publish(...)`` there).
+            anyio.RunFinishedError: that loop is no longer running.
+        """
+        token = self._token
+        if token is None:
+            raise RuntimeError("the hub has not been used on an event loop yet")
+        if threading.get_ident() == self._loop_thread:
+            raise RuntimeError("on the hub's own loop thread, await hub.publish() instead")
+        return anyio.from_thread.run(self.publish, topic, item, token=token)
+
+    # ------------------------------------------------------------ lifecycle
+
+    def close(self) -> None:
+        """End every subscription and refuse new events.  Idempotent; never blocks.
+
+        Each subscription still yields what it already holds, then ends (its
+        response completes, or drains when a drain is under way).  Publishers
+        waiting for room raise ``anyio.ClosedResourceError``; subscriptions
+        iterated later end at once.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        self._stop_listening()
+        for topic in self._topics.values():
+            if topic.room is not None:
+                room, topic.room = topic.room, None
+                room.set()
+            for state in topic.subscribers:
+                state.ended = True
+                state.wake()
+
+    async def __aenter__(self) -> Hub:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def statistics(self) -> HubStatistics:
+        """Counters and gauges now; call it on the hub's loop."""
+        self._reap()
+        topics: dict[str, TopicStatistics] = {}
+        totals = Tally()
+        totals.retire(self._retired)
+        for name, topic in self._topics.items():
+            tally = Tally()
+            tally.retire(topic.retired)
+            buffered = 0
+            for state in topic.subscribers:
+                tally.retire(state)
+                totals.retire(state)
+                buffered += state.count
+            topics[name] = TopicStatistics(
+                subscribers=len(topic.subscribers),
+                buffered=buffered,
+                published=topic.published,
+                delivered=tally.delivered,
+                replayed=tally.replayed,
+                dropped=tally.dropped,
+                gaps=tally.gaps,
+                slow_disconnects=tally.slow_disconnects,
+                publishers_waiting=topic.waiting,
+            )
+        return HubStatistics(
+            subscribers=self._subscribers,
+            topics=MappingProxyType(topics),
+            published=self._published,
+            delivered=totals.delivered,
+            replayed=totals.replayed,
+            dropped=totals.dropped,
+            gaps=totals.gaps,
+            slow_disconnects=totals.slow_disconnects,
+            buffered=sum(t.buffered for t in topics.values()),
+            publishers_waiting=sum(t.publishers_waiting for t in topics.values()),
+            publish_waits=self._publish_waits,
+            closed=self._closed,
+        )
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return f"<Hub {state}: {self._subscribers} subscriber(s) on {len(self._topics)} topic(s)>"
+
+
+_last_event_id = last_event_id  # subscribe() has an argument of the same name

@@ -1,0 +1,115 @@
+"""What a hub needs from where events are kept: the backend protocol, and the in-memory one.
+
+The :class:`~sse_sm.Hub` does everything that is local to one process: it
+turns an item into an event, keeps each subscriber's bounded buffer, applies
+the slow-consumer policy and counts.  A backend does the rest: it gives each
+event its id and position, keeps it for replay, and carries it to every hub
+listening, in every process.  User code talks to the hub only, so swapping
+:class:`MemoryBackend` for a multi-process backend (Redis Streams, say) changes
+one constructor argument.
+
+Invariants of the contract (:class:`HubBackend`):
+
+* **Listeners are synchronous.**  A listener is the hub's fan-out; it never
+  suspends, so it can run inside :meth:`HubBackend.publish` or inside a
+  backend's reader task without either waiting on a slow subscriber.  Back
+  pressure is the hub's business, applied before it calls ``publish``.
+* **Per topic, in position order.**  A backend calls a hub's listener on that
+  hub's event loop, one entry at a time, in increasing position within a
+  topic.  Entries may repeat (a subscriber drops what it already has).
+* **The memory backend is atomic.**  :meth:`MemoryBackend.publish` stores the
+  event and calls the listeners without suspending in between or at all, so on
+  one event loop nothing can observe an event stored but not yet fanned out.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Protocol, final
+
+from ._events import ServerSentEvent
+from ._replay import Entry, MemoryReplayStore, Replay, random_epoch
+
+__all__ = ("EntryListener", "HubBackend", "MemoryBackend")
+
+#: A hub's fan-out: called with every entry published to any topic.
+EntryListener = Callable[[Entry], None]
+
+
+class HubBackend(Protocol):
+    """Stores events for replay and carries them to every hub that listens.
+
+    A multi-process backend implements these three methods; its reader task
+    (if it has one) is its own to start and stop, and calls the listeners on
+    the hub's event loop.
+    """
+
+    async def publish(self, topic: str, event: ServerSentEvent) -> Entry:
+        """Store ``event`` (an automatic id if it has none) and deliver it to every listener.
+
+        Returns the stored entry.  If this raises, the event was not stored.
+        """
+        ...
+
+    async def replay(self, topic: str, last_event_id: str) -> Replay:
+        """The events of ``topic`` after ``last_event_id``, or what is held and a gap."""
+        ...
+
+    def listen(self, listener: EntryListener) -> Callable[[], None]:
+        """Call ``listener`` with every entry from now on; returns the function that stops it."""
+        ...
+
+
+@final
+class MemoryBackend:
+    """The embedded backend: a :class:`~sse_sm.MemoryReplayStore` and in-process fan-out.
+
+    >>> backend = MemoryBackend(max_events=100, max_age=300)
+    >>> backend.store.max_events
+    100
+
+    One process, one event loop.  Every hub attached to it (usually one)
+    receives every entry before :meth:`publish` returns.
+
+    Args:
+        max_events, max_age, clock, new_epoch: passed to the
+            :class:`~sse_sm.MemoryReplayStore` it creates.
+    """
+
+    __slots__ = ("_listeners", "store")
+
+    def __init__(
+        self,
+        *,
+        max_events: int | None = 1024,
+        max_age: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        new_epoch: Callable[[], str] = random_epoch,
+    ) -> None:
+        #: Where the events are kept; read it for statistics, prune it if needed.
+        self.store = MemoryReplayStore(
+            max_events=max_events, max_age=max_age, clock=clock, new_epoch=new_epoch
+        )
+        self._listeners: tuple[EntryListener, ...] = ()
+
+    async def publish(self, topic: str, event: ServerSentEvent) -> Entry:
+        """Store and fan out at once; never suspends (see the module's invariants)."""
+        entry = self.store.append_nowait(topic, event)
+        for listener in self._listeners:
+            listener(entry)
+        return entry
+
+    async def replay(self, topic: str, last_event_id: str) -> Replay:
+        """Never suspends, so no event can be published between a replay and going live."""
+        return self.store.replay_nowait(topic, last_event_id)
+
+    def listen(self, listener: EntryListener) -> Callable[[], None]:
+        # A tuple, replaced on change: publish iterates it without a copy, and
+        # a listener that stops another during a publish cannot upset the loop.
+        self._listeners = (*self._listeners, listener)
+
+        def stop() -> None:
+            self._listeners = tuple(known for known in self._listeners if known is not listener)
+
+        return stop

@@ -1,0 +1,154 @@
+"""What the hub keeps per topic and per subscriber; internal to ``_hub`` and ``_hub_subscription``.
+
+Invariants:
+
+* Only the hub's fan-out (appending) and the subscriber's own iterator
+  (taking) touch a buffer, both on the hub's loop and neither suspending in
+  between, so no lock guards it.
+* ``SubscriberState.count`` counts the entries in ``buffer``; drop markers
+  are not counted, so a full buffer holds ``size`` entries and at most one
+  marker per hole.
+* A ``SubscriberState`` never refers to its subscription, so a subscription
+  that is dropped can be collected and its finalizer can hand this state back.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import final
+
+import anyio
+
+from ._hub_types import SlowConsumerPolicy
+from ._replay import Entry, Gap
+
+__all__ = ("DropMarker", "SubscriberState", "Tally", "TopicState")
+
+
+@final
+class DropMarker:
+    """A run of events a drop policy discarded, kept in the buffer where the hole is."""
+
+    __slots__ = ("count",)
+
+    def __init__(self) -> None:
+        self.count = 1
+
+
+@final
+class Tally:
+    """Sums of subscribers' counters.
+
+    The hub and each topic keep one for the subscribers that have left, so
+    their counts survive them; a snapshot adds the live ones to a copy.
+    """
+
+    __slots__ = ("delivered", "dropped", "gaps", "replayed", "slow_disconnects")
+
+    def __init__(self) -> None:
+        self.delivered = 0
+        self.replayed = 0
+        self.dropped = 0
+        self.gaps = 0
+        self.slow_disconnects = 0
+
+    def retire(self, state: SubscriberState | Tally) -> None:
+        """Add the counters of a subscriber (or of another tally)."""
+        self.delivered += state.delivered
+        self.replayed += state.replayed
+        self.dropped += state.dropped
+        self.gaps += state.gaps
+        if isinstance(state, Tally):
+            self.slow_disconnects += state.slow_disconnects
+        elif state.failure is not None:
+            self.slow_disconnects += 1
+
+
+@final
+class TopicState:
+    """A topic's subscribers, its BLOCK bookkeeping and its counters."""
+
+    __slots__ = (
+        "full_blockers",
+        "name",
+        "published",
+        "retired",
+        "room",
+        "subscribers",
+        "turn",
+        "waiting",
+    )
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        #: Insertion-ordered set: O(1) removal, iterated on every publish.
+        self.subscribers: dict[SubscriberState, None] = {}
+        #: BLOCK subscribers whose buffer is full right now.
+        self.full_blockers = 0
+        #: Set (and cleared) when ``full_blockers`` drops to zero.
+        self.room: anyio.Event | None = None
+        #: Orders publishers that have to wait; created on first need.
+        self.turn: anyio.Lock | None = None
+        self.waiting = 0
+        self.published = 0
+        self.retired = Tally()
+
+
+@final
+class SubscriberState:
+    """What the hub keeps of a subscription; holds no reference to the subscription.
+
+    That is what lets a subscription that was dropped be garbage collected,
+    and its finalizer hand this state back to the hub.
+    """
+
+    __slots__ = (
+        "after",
+        "blocks",
+        "buffer",
+        "count",
+        "delivered",
+        "dropped",
+        "ended",
+        "failure",
+        "gaps",
+        "last_id",
+        "live",
+        "pending",
+        "policy",
+        "removed",
+        "replayed",
+        "size",
+        "topic",
+        "waiter",
+    )
+
+    def __init__(self, topic: TopicState, policy: SlowConsumerPolicy, size: int) -> None:
+        self.topic = topic
+        self.policy = policy
+        self.blocks = policy is SlowConsumerPolicy.BLOCK
+        self.size = size
+        #: Live entries and drop markers, oldest first; ``count`` counts the entries.
+        self.buffer: deque[Entry | DropMarker] = deque()
+        self.count = 0
+        #: The gap signal and replayed entries, yielded before the buffer.
+        self.pending: deque[Entry | Gap] = deque()
+        #: Entries at or below this position are already covered by the replay.
+        self.after = 0
+        #: True once joined with nothing pending and not let go: the fast path.
+        self.live = False
+        self.waiter: anyio.Event | None = None
+        self.ended = False
+        self.removed = False
+        self.failure: str | None = None
+        self.last_id: str | None = None
+        self.delivered = 0
+        self.replayed = 0
+        self.dropped = 0
+        self.gaps = 0
+
+    def wake(self) -> None:
+        waiter = self.waiter
+        if waiter is not None:
+            self.waiter = None
+            waiter.set()
