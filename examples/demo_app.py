@@ -1,43 +1,101 @@
-"""A small Starlette app that uses sse_sm exactly the way an sse-starlette user would.
+"""The sse_sm demo: a live ticker, and an explorer of the connection state machine.
 
 Run it with ``bash scripts/demo.sh`` and open the URL it prints.  The page at
-``/`` subscribes to ``/events`` with the browser's own ``EventSource`` and shows
-every event and the connection status, so you can watch reconnection happen by
-stopping and restarting the server.
+``/`` shows two things side by side:
 
-The only sse_sm-specific line is the import: swap it for
-``from sse_starlette import EventSourceResponse, ServerSentEvent`` and the app
-behaves the same.  ``tests/test_demo.py`` runs this module under uvicorn and
-under hypercorn's trio worker, so it doubles as an end-to-end check.
+* the events of ``/events`` as the browser's own ``EventSource`` receives
+  them: a ticker published through a :class:`~sse_sm._hub.Hub`, so a browser
+  that reconnects sends ``Last-Event-ID`` and gets exactly what it missed;
+* the state diagram, drawn server-side from ``sse_sm.TRANSITIONS``, with the
+  number of connections in each state and the recent transitions, live from
+  ``/explorer``.  Every response the demo creates carries an
+  ``on_transition`` hook that feeds the explorer.
+
+Its buttons make the server walk each arc: end a stream (``completed``, then
+a resume), drain every stream (``DRAINING``, the farewell, then a reconnect),
+stall a client that stops reading (``send_timeout``), disconnect, HEAD, and a
+failing source (``error``).  The README's "The demo" section is the tour.
+
+Everything is served by this module: the page is ``demo_page.html`` beside
+it, with the diagram and the settings filled in; no CDN, no build step.
+``tests/test_demo.py`` runs it under uvicorn and hypercorn's trio worker, and
+``tests/test_browser.py`` drives the page in headless Chromium.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import os
-from collections.abc import AsyncIterator
+import re
+from collections.abc import AsyncIterator, Callable
 from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Final, Protocol
 
 import anyio
 from starlette.applications import Starlette
+from starlette.background import BackgroundTask
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, PlainTextResponse
+from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
-from sse_sm import EventSourceResponse, ServerSentEvent
+from sse_sm import (
+    EventSourceResponse,
+    Hub,
+    MemoryBackend,
+    SendTimeoutError,
+    ServerSentEvent,
+    Transition,
+    drain_coordinator_for,
+)
 
-__all__ = ("app",)
+from ._diagram_svg import state_diagram_svg
+from ._explorer import Explorer, Tracked
 
-#: Seconds between ticks when the client does not ask for anything else.
-DEFAULT_INTERVAL = 1.0
-#: Bounds for ``?interval=``: fast enough for tests, never a busy loop, never
-#: so slow that the page looks dead.
-MIN_INTERVAL = 0.05
-MAX_INTERVAL = 10.0
-#: Seconds between keep-alive comments, so proxies do not cut an idle stream.
-PING_SECONDS = 5
+__all__ = ("Demo", "app", "create_app", "parse_interval")
+
+#: The hub topic of the ticker.
+TOPIC: Final = "ticks"
+#: Seconds between ticks, unless ``DEMO_TICK_SECONDS`` says otherwise.
+DEFAULT_INTERVAL: Final = 1.0
+#: Bounds for ``DEMO_TICK_SECONDS``: fast enough for tests, never a busy loop.
+MIN_INTERVAL: Final = 0.05
+MAX_INTERVAL: Final = 10.0
+#: Ticks the hub keeps for resuming clients: 5 minutes at the default pace.
+#: A client away for longer gets the ``sse_sm.gap`` event, then what is kept.
+STORE_EVENTS: Final = 300
+#: Seconds without traffic before a keep-alive comment.
+PING_SECONDS: Final = 5
+
+#: ``retry:`` sent with the goodbye when the server ends a ticker stream.
+END_RETRY_MS: Final = 1500
+#: ``retry:`` range sent with the farewell of a drain, drawn per stream.
+DRAIN_RETRY_MS: Final = (1000, 2000)
+#: Seconds after a drain request before new streams may stream again; shorter
+#: than the smallest drain retry, so reconnecting browsers find it open.
+DRAIN_RESET_SECONDS: Final = 0.5
+#: How long a draining ticker stream may take to finish.  It ends at once (its
+#: subscription is closed), so it always drains well within this.
+TICKER_GRACE_SECONDS: Final = 2.0
+
+#: A stalled client is cut after a send has waited this long.
+STALL_SEND_TIMEOUT: Final = 1.0
+#: Size of each event of the stall stream.
+STALL_EVENT_BYTES: Final = 64 * 1024
+#: Events the stall stream sends at most (32 MiB): far more than the buffers
+#: between the server and a fetch() nobody reads (a few MiB), and a bound if a
+#: client does read it all.
+STALL_MAX_EVENTS: Final = 512
+#: The page aborts its unread fetch() after this, freeing the connection.
+STALL_RELEASE_MS: Final = 6000
+
+#: A page's id for itself, as it may appear in ``?client=``.
+_CLIENT_ID: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
+PAGE_TEMPLATE: Final = Path(__file__).with_name("demo_page.html")
 
 
 def _demo_logger() -> logging.Logger:
@@ -45,7 +103,7 @@ def _demo_logger() -> logging.Logger:
 
     uvicorn and hypercorn set up their loggers, not the root logger, so INFO
     records from an application logger would be dropped.  A handler on this
-    one logger (and nowhere else) makes the "client left" lines visible without
+    one logger (and nowhere else) makes the demo's lines visible without
     touching anybody else's logging configuration.
     """
     logger = logging.getLogger("examples.demo_app")
@@ -62,10 +120,10 @@ log = _demo_logger()
 
 
 def parse_interval(raw: str | None) -> float:
-    """Turn the ``interval`` query parameter into a safe sleep time in seconds.
+    """Turn ``DEMO_TICK_SECONDS`` into a safe tick interval in seconds.
 
     Anything unparsable (including ``nan`` and infinities) falls back to the
-    default rather than failing the request: a demo should stream, not argue.
+    default rather than failing: a demo should stream, not argue.
     """
     if raw is None:
         return DEFAULT_INTERVAL
@@ -78,169 +136,339 @@ def parse_interval(raw: str | None) -> float:
     return min(max(value, MIN_INTERVAL), MAX_INTERVAL)
 
 
-def parse_last_event_id(raw: str | None) -> int:
-    """Return the tick number a reconnecting browser last saw, or 0.
-
-    ``EventSource`` resends the last ``id`` it received in the ``Last-Event-ID``
-    header when it reconnects; continuing from there shows in the page that
-    event ids are what make a reconnect resumable.
-    """
-    if raw is None:
-        return 0
-    try:
-        return max(int(raw), 0)
-    except ValueError:
-        return 0
+def client_id(raw: str | None) -> str | None:
+    """The page's id from ``?client=``, or ``None`` if absent or malformed."""
+    return raw if raw is not None and _CLIENT_ID.fullmatch(raw) else None
 
 
-#: How long a draining stream may take to say goodbye before it is cut.
-SHUTDOWN_GRACE_SECONDS = 2.0
-#: The reconnection delay sent with the farewell, in milliseconds.
-FAREWELL_RETRY_MS = 2000
+class DemoFailure(RuntimeError):
+    """Raised on purpose by the ``/fail`` stream's source."""
 
 
-async def ticks(
-    interval: float, start_after: int, client: str, shutdown: anyio.Event
-) -> AsyncIterator[ServerSentEvent]:
-    """Yield one ``tick`` event per ``interval`` seconds until a drain.
-
-    The stream ends when the client goes away (the response cancels this
-    generator) or when the server drains: ``shutdown`` is set, and the
-    generator says goodbye with a ``retry`` so the browser reconnects to the
-    next server, then returns.  ``finally`` runs on every path, which is
-    where per-connection cleanup belongs.
-    """
-    n = start_after
-    log.info("client %s connected (interval %gs, resuming after id %d)", client, interval, n)
-    try:
-        while True:
-            n += 1
-            payload = {
-                "n": n,
-                "time": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
-            }
-            yield ServerSentEvent(data=json.dumps(payload), id=str(n), event="tick")
-            with anyio.move_on_after(interval):
-                await shutdown.wait()
-            if shutdown.is_set():
-                yield ServerSentEvent(
-                    data="the server is shutting down", event="farewell", retry=FAREWELL_RETRY_MS
-                )
-                return
-    finally:
-        log.info("client %s left after id %d", client, n)
-
-
-async def events(request: Request) -> EventSourceResponse:
-    """Stream ticks to one client; ``?interval=SECONDS`` sets the pace."""
-    interval = parse_interval(request.query_params.get("interval"))
-    start_after = parse_last_event_id(request.headers.get("last-event-id"))
-    client = f"{request.client.host}:{request.client.port}" if request.client else "unknown"
-    shutdown = anyio.Event()
-    return EventSourceResponse(
-        ticks(interval, start_after, client, shutdown),
-        ping=PING_SECONDS,
-        shutdown_event=shutdown,
-        shutdown_grace_period=SHUTDOWN_GRACE_SECONDS,
+def farewell() -> ServerSentEvent:
+    """The last event of a drained stream; ``drain_retry`` puts a ``retry:`` before it."""
+    return ServerSentEvent(
+        json.dumps({"message": "the server is draining: reconnecting in a moment"}),
+        event="farewell",
     )
 
 
-async def health(request: Request) -> PlainTextResponse:
-    """Answer as soon as the app is up; the end-to-end test polls this before streaming."""
-    return PlainTextResponse("ok")
+class TickSubscription(Protocol):
+    """What the ticker needs of ``hub.subscribe(...)``: encoded events, and a way to leave."""
+
+    def __aiter__(self) -> AsyncIterator[bytes]: ...
+
+    async def aclose(self) -> None: ...
 
 
-async def index(request: Request) -> HTMLResponse:
-    """Serve the viewer page: one self-contained file, no build step, no CDN."""
-    return HTMLResponse(INDEX_HTML)
+class _EndSwitch:
+    """Lets the ``End my stream`` button end one ticker stream from the server side."""
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def __call__(self) -> None:
+        self.requested = True
 
 
-INDEX_HTML = """<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>sse_sm demo</title>
-<style>
-  :root { color-scheme: light dark; font-family: system-ui, sans-serif; }
-  body { margin: 2rem auto; max-width: 60rem; padding: 0 1rem; }
-  h1 { font-size: 1.4rem; margin-bottom: 0.25rem; }
-  #status { display: inline-block; padding: 0.2rem 0.6rem; border-radius: 1rem;
-            font-weight: 600; background: #888; color: #fff; }
-  #status.open { background: #2a7d3a; }
-  #status.connecting { background: #b07b00; }
-  #status.error { background: #b3261e; }
-  table { border-collapse: collapse; width: 100%; margin-top: 1rem; font-size: 0.9rem; }
-  th, td { text-align: left; padding: 0.25rem 0.5rem; border-bottom: 1px solid #8884; }
-  td.data { font-family: ui-monospace, monospace; word-break: break-all; }
-  .muted { opacity: 0.7; }
-</style>
-</head>
-<body>
-<h1>sse_sm demo</h1>
-<p class="muted">Live events from <code id="url"></code>.
-Add <code>?interval=0.2</code> to this page's URL to change the pace.
-Stop the server to watch the browser reconnect.</p>
-<p>Connection: <span id="status" class="connecting">connecting</span>
-<span id="count" class="muted"></span></p>
-<table>
-  <thead><tr><th>received</th><th>id</th><th>type</th><th>data</th></tr></thead>
-  <tbody id="rows"></tbody>
-</table>
-<script>
-"use strict";
-const MAX_ROWS = 200;
-const interval = new URLSearchParams(location.search).get("interval");
-const url = interval ? "/events?interval=" + encodeURIComponent(interval) : "/events";
-const statusEl = document.getElementById("status");
-const countEl = document.getElementById("count");
-const rows = document.getElementById("rows");
-let received = 0;
-document.getElementById("url").textContent = url;
+async def ticker_source(
+    subscription: TickSubscription, end: _EndSwitch, shutdown: anyio.Event
+) -> AsyncIterator[bytes | ServerSentEvent]:
+    """The hub's ticks for one client, ended by the server on request.
 
-function setStatus(name, text) {
-  statusEl.className = name;
-  statusEl.textContent = text;
-}
+    ``End my stream`` takes effect right after the next tick, so the stream
+    always ends after an event with an id: the browser reconnects after
+    ``END_RETRY_MS`` with that id as ``Last-Event-ID``, and the hub replays
+    exactly the ticks published in between.  The goodbye has no id, so the
+    browser's last event id stays the tick's.
 
-function show(ev) {
-  received += 1;
-  countEl.textContent = received + " events received";
-  const tr = document.createElement("tr");
-  const cells = [new Date().toLocaleTimeString(), ev.lastEventId, ev.type, ev.data];
-  cells.forEach((value, i) => {
-    const td = document.createElement("td");
-    td.textContent = value;  // textContent, never innerHTML: data is untrusted
-    if (i === 3) td.className = "data";
-    tr.appendChild(td);
-  });
-  rows.prepend(tr);
-  while (rows.children.length > MAX_ROWS) rows.lastChild.remove();
-}
+    A drain closes the subscription (see :meth:`Demo.events`): the loop ends
+    and the source returns, which is ``SOURCE_EXHAUSTED`` in ``DRAINING``
+    (close reason ``drained``); the response then sends the farewell.
 
-const source = new EventSource(url);
-source.addEventListener("open", () => setStatus("open", "open"));
-source.addEventListener("error", () => {
-  if (source.readyState === EventSource.CLOSED) {
-    setStatus("error", "closed");
-  } else {
-    setStatus("error", "error, reconnecting");
-  }
-});
-source.addEventListener("tick", show);     // named events
-source.addEventListener("message", show);  // events without an event: field
-</script>
-</body>
-</html>
-"""
+    The subscription is left on every path: the response closes this
+    generator when the client goes, which runs the ``finally``.
+    """
+    try:
+        async for frame in subscription:
+            yield frame
+            if end.requested:
+                break
+    finally:
+        await subscription.aclose()  # never suspends
+    if end.requested and not shutdown.is_set():
+        yield ServerSentEvent(
+            json.dumps({"message": "the server ended this stream", "retry_ms": END_RETRY_MS}),
+            event="stream-end",
+            retry=END_RETRY_MS,
+        )
 
-app = Starlette(
-    routes=[
-        Route("/", index),
-        Route("/events", events),
-        Route("/health", health),
-    ],
-)
+
+async def stall_source() -> AsyncIterator[ServerSentEvent]:
+    """Large events as fast as the connection takes them, up to ``STALL_MAX_EVENTS``."""
+    blob = "x" * STALL_EVENT_BYTES
+    for n in range(1, STALL_MAX_EVENTS + 1):
+        yield ServerSentEvent(blob, event="filler", id=str(n))
+
+
+async def failing_source() -> AsyncIterator[ServerSentEvent]:
+    """One event, then an exception: the ``FAILED`` arc."""
+    yield ServerSentEvent("this stream is about to fail", event="doomed")
+    await anyio.sleep(0.2)
+    raise DemoFailure("the 'Fail a stream' button")
+
+
+class Demo:
+    """The demo's state: the hub and its ticker, the explorer, and the endpoints.
+
+    One per app (see :func:`create_app`).  ``tick_interval`` is the pace of
+    the ticker, in seconds.
+    """
+
+    def __init__(self, tick_interval: float = DEFAULT_INTERVAL) -> None:
+        self.tick_interval = tick_interval
+        self.hub = Hub(MemoryBackend(max_events=STORE_EVENTS))
+        self.explorer = Explorer()
+        self.ticks = 0
+        self.app: Starlette | None = None
+
+    # ------------------------------------------------------------ the ticker
+
+    async def tick(self) -> str:
+        """Publish the next tick; returns its id (the hub's ``<epoch>-<seq>``)."""
+        self.ticks += 1
+        now = datetime.now(timezone.utc)
+        payload = {"n": self.ticks, "time": now.strftime("%H:%M:%S.%f")[:-3] + "Z"}
+        data = json.dumps(payload, separators=(",", ":"))
+        return await self.hub.publish(TOPIC, ServerSentEvent(data, event="tick"))
+
+    async def tick_forever(self) -> None:
+        while True:
+            await self.tick()
+            await anyio.sleep(self.tick_interval)
+
+    # ------------------------------------------------------------ tracking
+
+    def _track(self, kind: str, request: Request, resumed_from: str | None = None) -> Tracked:
+        client = client_id(request.query_params.get("client"))
+        tracked = self.explorer.track(kind, client=client, resumed_from=resumed_from)
+        return tracked
+
+    def _on_transition(self, tracked: Tracked) -> Callable[[Transition], None]:
+        record = self.explorer.hook(tracked)
+
+        def on_transition(transition: Transition) -> None:
+            record(transition)
+            if tracked.kind != "explorer":
+                log.info(
+                    "#%d %s: %s --%s--> %s (%s)",
+                    tracked.number,
+                    tracked.kind,
+                    transition.source.name,
+                    transition.trigger.name,
+                    transition.target.name,
+                    transition.reason,
+                )
+
+        return on_transition
+
+    def snapshot(self) -> dict[str, Any]:
+        """What the explorer shows, plus the hub's and the coordinator's view."""
+        snapshot = self.explorer.snapshot()
+        hub = self.hub.statistics()
+        snapshot["hub"] = {
+            "published": hub.published,
+            "subscribers": hub.subscribers,
+            "replayed": hub.replayed,
+            "gaps": hub.gaps,
+        }
+        snapshot["draining"] = (
+            drain_coordinator_for(self.app).draining if self.app is not None else False
+        )
+        return snapshot
+
+    # ------------------------------------------------------------ streams
+
+    async def events(self, request: Request) -> EventSourceResponse:
+        """The ticker: live ticks, after a replay of what the client missed."""
+        subscription = self.hub.subscribe(TOPIC, request)
+        tracked = self._track("ticker", request, resumed_from=subscription.last_event_id)
+        end = _EndSwitch()
+        tracked.end = end
+        shutdown = anyio.Event()
+
+        async def close_on_drain() -> None:
+            # Runs beside the stream: a drain ends the subscription, so the
+            # source returns by itself (DRAINING --SOURCE_EXHAUSTED--> drained).
+            await shutdown.wait()
+            await subscription.aclose()
+
+        response = EventSourceResponse(
+            ticker_source(subscription, end, shutdown),
+            ping=PING_SECONDS,
+            data_sender_callable=close_on_drain,
+            shutdown_event=shutdown,
+            shutdown_grace_period=TICKER_GRACE_SECONDS,
+            on_transition=self._on_transition(tracked),
+            farewell_factory=farewell,
+            drain_retry=DRAIN_RETRY_MS,
+        )
+        tracked.response = response
+        return response
+
+    async def explorer_stream(self, request: Request) -> EventSourceResponse:
+        """Snapshots of the explorer: at each change, at most ten a second, and every second."""
+        tracked = self._track("explorer", request)
+
+        async def snapshots() -> AsyncIterator[ServerSentEvent]:
+            while True:
+                seen = self.explorer.version
+                yield ServerSentEvent(json.dumps(self.snapshot()), event="snapshot")
+                await anyio.sleep(0.1)
+                with anyio.move_on_after(1.0):
+                    await self.explorer.wait_for_change(seen)
+
+        # No goodbye of its own and no grace: a drain cancels it at once
+        # (DRAINING --GRACE_EXPIRED--> shutdown_forced); the farewell still goes out.
+        response = EventSourceResponse(
+            snapshots(),
+            ping=PING_SECONDS,
+            on_transition=self._on_transition(tracked),
+            farewell_factory=farewell,
+            drain_retry=DRAIN_RETRY_MS,
+        )
+        tracked.response = response
+        return response
+
+    def stall_response(self, request: Request) -> EventSourceResponse:
+        """Megabytes of events for a client that reads none: ``SEND_TIMED_OUT``."""
+        tracked = self._track("stall", request)
+        response = EventSourceResponse(
+            stall_source(),
+            ping=0,
+            send_timeout=STALL_SEND_TIMEOUT,
+            on_transition=self._on_transition(tracked),
+        )
+        tracked.response = response
+        return response
+
+    def fail_response(self, request: Request) -> EventSourceResponse:
+        """A stream whose source raises: ``FAILED``."""
+        tracked = self._track("fail", request)
+        response = EventSourceResponse(
+            failing_source(), ping=0, on_transition=self._on_transition(tracked)
+        )
+        tracked.response = response
+        return response
+
+    # ------------------------------------------------------------ controls
+
+    async def end_streams(self, request: Request) -> JSONResponse:
+        """``POST /api/end?client=ID``: end that page's ticker streams (all, without ``client``)."""
+        client = client_id(request.query_params.get("client"))
+        ended = []
+        for tracked in self.explorer.open_connections("ticker"):
+            if tracked.end is not None and (client is None or tracked.client == client):
+                tracked.end()
+                ended.append(tracked.number)
+        log.info("end requested for %s: connection(s) %s", client or "every client", ended)
+        return JSONResponse({"ended": ended, "retry_ms": END_RETRY_MS})
+
+    async def drain(self, request: Request) -> JSONResponse:
+        """``POST /api/drain``: drain every stream, then accept new ones again."""
+        coordinator = drain_coordinator_for(request.app)
+        coordinator.request_drain("the 'Drain' button")
+
+        async def reset_later() -> None:
+            # request_drain() drains every later stream too, until reset().
+            await anyio.sleep(DRAIN_RESET_SECONDS)
+            coordinator.reset()
+            log.info("drain over: new streams stream again")
+
+        return JSONResponse(
+            {"draining": True, "reset_in": DRAIN_RESET_SECONDS},
+            background=BackgroundTask(reset_later),
+        )
+
+    async def state(self, request: Request) -> JSONResponse:
+        """``GET /api/state``: the explorer's snapshot as JSON (for curl and tests)."""
+        return JSONResponse(self.snapshot())
+
+    async def health(self, request: Request) -> PlainTextResponse:
+        """Answer as soon as the app is up; the end-to-end tests poll this before streaming."""
+        return PlainTextResponse("ok")
+
+    async def index(self, request: Request) -> HTMLResponse:
+        """The page: one self-contained file, no build step, no CDN."""
+        return HTMLResponse(render_page(self.tick_interval))
+
+
+class _QuietStream:
+    """An ASGI endpoint whose response is expected to end with an exception.
+
+    ``EventSourceResponse`` raises ``SendTimeoutError`` after a send timeout
+    and re-raises the source's exception after ``FAILED``; the server would
+    log a traceback for either.  Here both are the point of the button, so
+    they become one line in the log.
+    """
+
+    def __init__(self, make: Callable[[Request], EventSourceResponse]) -> None:
+        self._make = make
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = self._make(Request(scope, receive))
+        try:
+            await response(scope, receive, send)
+        except (SendTimeoutError, DemoFailure) as exc:
+            log.info("the stream ended with %s, as the button meant it to", type(exc).__name__)
+
+
+def render_page(tick_interval: float) -> str:
+    """The page, with the diagram and the settings the script needs filled in."""
+    settings = {
+        "tickSeconds": tick_interval,
+        "storeEvents": STORE_EVENTS,
+        "stallReleaseMs": STALL_RELEASE_MS,
+    }
+    # "</" would end the <script> element early; JSON allows "<\/".
+    settings_json = json.dumps(settings).replace("</", "<\\/")
+    page = PAGE_TEMPLATE.read_text(encoding="utf-8")
+    return page.replace("{{ diagram }}", state_diagram_svg()).replace(
+        "{{ settings }}", settings_json
+    )
+
+
+def create_app(tick_interval: float = DEFAULT_INTERVAL) -> Starlette:
+    """The demo app; its lifespan runs the ticker."""
+    demo = Demo(tick_interval)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(demo.tick_forever)
+            yield
+            tasks.cancel_scope.cancel()
+
+    app = Starlette(
+        routes=[
+            Route("/", demo.index),
+            Route("/events", demo.events),
+            Route("/explorer", demo.explorer_stream),
+            Route("/stall", _QuietStream(demo.stall_response)),
+            Route("/fail", _QuietStream(demo.fail_response)),
+            Route("/api/end", demo.end_streams, methods=["POST"]),
+            Route("/api/drain", demo.drain, methods=["POST"]),
+            Route("/api/state", demo.state),
+            Route("/health", demo.health),
+        ],
+        lifespan=lifespan,
+    )
+    app.state.demo = demo
+    demo.app = app
+    return app
+
+
+app = create_app(parse_interval(os.environ.get("DEMO_TICK_SECONDS")))
 
 
 def main() -> None:
