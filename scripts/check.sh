@@ -9,6 +9,12 @@ set -euo pipefail
 # shellcheck source=scripts/_venv.sh
 source "$(dirname "${BASH_SOURCE[0]}")/_venv.sh"
 
+# Debian's chromium for tests/test_browser.py, where it is missing (a no-op
+# when it is there; never fails: without it those tests skip, except in CI).
+if [[ -z "${SSE_SM_NO_CHROMIUM_INSTALL:-}" ]]; then
+    bash "$(dirname "${BASH_SOURCE[0]}")/install_chromium.sh"
+fi
+
 run_step() {
     local title="$1"
     shift
