@@ -15,12 +15,18 @@ from typing import Any
 import anyio
 import pytest
 
-from sse_sm import JSONServerSentEvent, ServerSentEvent, SlowConsumerError
-from sse_sm._hub import Hub
-from sse_sm._hub_backend import HubBackend, MemoryBackend
-from sse_sm._hub_subscription import Subscription
-from sse_sm._hub_types import SlowConsumerPolicy
-from sse_sm._replay import GAP_EVENT, Entry
+from sse_sm import (
+    GAP_EVENT,
+    Entry,
+    Hub,
+    HubBackend,
+    JSONServerSentEvent,
+    MemoryBackend,
+    ServerSentEvent,
+    SlowConsumerError,
+    SlowConsumerPolicy,
+    Subscription,
+)
 from sse_sm.testing import Event, parse_event_stream
 
 POLICIES = list(SlowConsumerPolicy)

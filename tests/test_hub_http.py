@@ -19,11 +19,16 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.types import Message, Receive, Scope, Send
 
-from sse_sm import CloseReason, EventSourceResponse, SendTimeoutError, Trigger
-from sse_sm._hub import Hub
-from sse_sm._hub_backend import MemoryBackend
-from sse_sm._hub_types import SlowConsumerPolicy
-from sse_sm._replay import GAP_EVENT
+from sse_sm import (
+    GAP_EVENT,
+    CloseReason,
+    EventSourceResponse,
+    Hub,
+    MemoryBackend,
+    SendTimeoutError,
+    SlowConsumerPolicy,
+    Trigger,
+)
 from sse_sm.testing import SSEStream, stream
 
 from ._support import http_scope, never_receive

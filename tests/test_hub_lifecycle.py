@@ -20,12 +20,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sse_sm import SlowConsumerError
-from sse_sm._hub import Hub
-from sse_sm._hub_backend import MemoryBackend
-from sse_sm._hub_subscription import Subscription
-from sse_sm._hub_types import SlowConsumerPolicy
-from sse_sm._replay import GAP_EVENT
+from sse_sm import (
+    GAP_EVENT,
+    Hub,
+    MemoryBackend,
+    SlowConsumerError,
+    SlowConsumerPolicy,
+    Subscription,
+)
 
 from .test_hub import join, parse, read_available, wait_until
 
