@@ -9,6 +9,8 @@ The public surface is re-exported here; the modules behind it are private:
 * ``_replay``, ``_hub*``: resume (Last-Event-ID, the replay store, the gap
   signal) and the broadcast hub;
 * ``testing``: a WHATWG parser and an in-process streaming client for tests;
+* ``redis``: the hub's backend on Redis Streams (the ``sse_sm[redis]`` extra;
+  not imported here, so coredis stays optional);
 * ``sse`` and ``event``: sse-starlette's module paths, for one-line migration.
 """
 

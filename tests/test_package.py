@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import subprocess
 import sys
 from pathlib import Path
 
@@ -11,6 +12,8 @@ import sse_sm
 PACKAGE = Path(sse_sm.__file__).resolve().parent
 #: Runtime dependencies; trio is imported lazily, only when already running under trio.
 ALLOWED_THIRD_PARTY = {"anyio", "starlette", "trio"}
+#: Optional extras, each confined to its own module that ``sse_sm`` never imports.
+EXTRAS = {"redis.py": {"coredis"}}
 
 
 def imported_modules(path: Path) -> set[str]:
@@ -31,7 +34,19 @@ def test_the_package_never_imports_asyncio() -> None:
 def test_the_package_imports_only_the_stdlib_starlette_and_anyio() -> None:
     for path in PACKAGE.glob("*.py"):
         third_party = imported_modules(path) - set(sys.stdlib_module_names) - {"sse_sm"}
-        assert third_party <= ALLOWED_THIRD_PARTY, f"{path.name} imports {third_party}"
+        allowed = ALLOWED_THIRD_PARTY | EXTRAS.get(path.name, set())
+        assert third_party <= allowed, f"{path.name} imports {third_party}"
+
+
+def test_importing_sse_sm_loads_no_optional_extra() -> None:
+    code = (
+        "import sys, sse_sm, sse_sm.testing; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'coredis'))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert result.stdout.strip() == "[]"
 
 
 def test_the_pure_state_machine_knows_nothing_of_anyio_or_starlette() -> None:

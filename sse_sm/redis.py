@@ -1,0 +1,620 @@
+"""A hub backend on Redis Streams, for hubs in several processes: ``pip install sse_sm[redis]``.
+
+>>> backend = RedisBackend("redis://localhost:6379/0", topics=["chat"])  # doctest: +SKIP
+>>> hub = Hub(backend)  # doctest: +SKIP
+>>> async with backend:  # in the app's lifespan  # doctest: +SKIP
+...     await hub.publish("chat", "hello")
+
+A public module of its own, not a name in ``sse_sm``: it is the one module
+that needs the optional ``coredis`` dependency, so ``import sse_sm`` never
+imports it, and a missing extra fails here, at the import that asks for it.
+
+Theory of operation
+-------------------
+Each topic is one stream, ``<prefix><topic>``.  :meth:`RedisBackend.publish`
+is one ``XADD`` (with the retention bound); the stream id Redis assigns,
+``<ms>-<seq>``, is the event's SSE id, and its position is the same pair as
+one integer, ``ms << 64 | seq``, so positions increase with ids.  Every
+process runs one reader task per topic it serves, doing ``XREAD BLOCK``
+after the last id it has seen and calling the hubs' listeners (their
+fan-out) with every entry, in stream order, on the loop the backend was
+entered on.  A process's own publishes reach its subscribers the same way,
+through its reader, so there is exactly one delivery path and one order.
+
+Invariants:
+
+* **Owned, structured tasks.**  The reader tasks live in a task group that
+  ``async with backend:`` opens and closes; nothing runs before it is entered
+  or after it exits (readers are cancelled, their connections closed).
+* **No hole after a reconnect.**  A reader keeps the id of the last entry it
+  delivered and asks for what follows it after any error, so an entry stored
+  while it was disconnected is delivered once it reconnects, unless
+  retention trimmed it first (see docs/redis.md, "Failure modes").
+* **No hole between replay and live.**  A topic's reader is started (from
+  the stream's newest id) before the replay is read, and the replay's
+  ``head`` is the position of its last entry, so the hub drops what both give.
+* **Bounded waits.**  Every command runs under a deadline: a publish that
+  Redis does not answer raises :class:`RedisUnavailableError` after
+  ``command_timeout`` seconds instead of hanging.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import time
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Final, Literal, final
+
+import anyio
+import anyio.abc
+import anyio.lowlevel
+
+try:
+    import coredis
+    import coredis.exceptions
+    from coredis.response.types import StreamEntry
+    from coredis.retry import NoRetryPolicy
+    from coredis.tokens import PureToken
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise ImportError("sse_sm.redis needs coredis: pip install 'sse_sm[redis]'") from exc
+
+from ._events import ServerSentEvent
+from ._hub_backend import EntryListener
+from ._replay import Entry, Gap, GapReason, Replay
+
+__all__ = ("RedisBackend", "RedisBackendStatistics", "RedisUnavailableError", "parse_stream_id")
+
+#: A stream id as Redis writes it: two decimal 64-bit numbers.
+_STREAM_ID: Final = re.compile(r"\A([0-9]{1,20})-([0-9]{1,20})\Z")
+_MAX_PART: Final = 2**64 - 1
+#: Field names of a stored event: the frame without its id line, and the event's separator.
+_FRAME: Final = b"f"
+_SEP: Final = b"s"
+#: Errors that mean "Redis cannot be reached or did not answer", retried by the reader.
+_UNAVAILABLE: Final = (
+    coredis.exceptions.RedisError,
+    OSError,
+    TimeoutError,
+    anyio.BrokenResourceError,
+    anyio.ClosedResourceError,
+    anyio.EndOfStream,
+)
+
+
+class RedisUnavailableError(ConnectionError):
+    """Redis refused, failed or did not answer in time; the message says which and why.
+
+    A :class:`ConnectionError`, so ``except ConnectionError`` catches it too.
+    After a timeout the command's outcome is unknown: a publish may or may
+    not have been stored.
+    """
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class RedisBackendStatistics:
+    """A snapshot of a :class:`RedisBackend`'s link to Redis."""
+
+    #: Whether the last command to Redis (a read or a publish) succeeded.
+    connected: bool
+    #: Topics this process reads.
+    topics: tuple[str, ...]
+    #: Events this process stored.
+    published: int
+    #: Publishes that raised :class:`RedisUnavailableError`.
+    publish_failures: int
+    #: Entries the readers delivered to the listeners.
+    received: int
+    #: Times a reader read again after one or more failures.
+    reconnects: int
+    #: Failed commands, of readers and publishers.
+    errors: int
+    #: The last failure, as ``"ExceptionType: message"``; ``None`` if none yet.
+    last_error: str | None
+    #: ``time.monotonic()`` of the last failure; ``None`` if none yet.
+    last_error_at: float | None
+    #: Stream entries skipped because they were not written by this backend.
+    foreign: int
+
+
+def parse_stream_id(text: str) -> tuple[int, int] | None:
+    """``(ms, seq)`` of a Redis stream id, or ``None`` if ``text`` is not one.
+
+    >>> parse_stream_id("1700000000000-3")
+    (1700000000000, 3)
+    >>> parse_stream_id("a1-0000000000000007") is None
+    True
+    """
+    match = _STREAM_ID.match(text)
+    if match is None:
+        return None
+    ms, seq = int(match[1]), int(match[2])
+    if ms > _MAX_PART or seq > _MAX_PART:
+        return None
+    return ms, seq
+
+
+def _position(ms: int, seq: int) -> int:
+    return ms << 64 | seq
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+@final
+class RedisBackend:
+    """Stores events in Redis Streams and carries them to the hubs of every process.
+
+    >>> backend = RedisBackend("redis://localhost:6379/0", topics=["chat"])
+    >>> backend.running
+    False
+
+    Use it as an async context manager in the task (usually the app's
+    lifespan) that owns it, on the event loop of the hubs that listen::
+
+        backend = RedisBackend(url, topics=["chat"])
+        hub = Hub(backend)
+
+        @contextlib.asynccontextmanager
+        async def lifespan(app):
+            async with backend:
+                yield
+
+    Entering it opens the Redis client and a task group, and starts a
+    reader for each of ``topics``; leaving it cancels the readers and closes
+    the client.  A topic not listed gets its reader when a subscriber
+    resumes on it (:meth:`replay`) or on :meth:`watch`; a subscriber
+    without a ``Last-Event-ID`` on a topic that has no reader receives
+    nothing, so list every topic the process serves, or call :meth:`watch`.
+
+    Args:
+        url: where Redis is (``redis://[:password@]host:port/db``,
+            ``rediss://`` for TLS, ``unix://path``).
+        topics: topics whose readers start when the backend is entered.
+        prefix: prepended to a topic to name its stream.
+        max_events: events kept per topic (``XADD MAXLEN``); ``None`` to
+            bound by ``max_age`` instead.
+        max_age: seconds an event is kept (``XADD MINID``, from this
+            process's clock); ``None`` to bound by ``max_events``.
+        exact: trim exactly (``=``) instead of whole stream nodes at a time
+            (``~``, the default and much cheaper; it keeps a few more).
+        command_timeout: seconds any command, publish included, may take
+            (connecting included) before it fails.
+        read_block: seconds one ``XREAD BLOCK`` waits for new entries; the
+            reader notices a silently dead connection within this plus
+            ``command_timeout``.
+        read_count: most entries one ``XREAD`` returns.
+        reconnect_delay: first and longest pause of the reader's
+            exponential backoff after a failure, in seconds (jittered).
+        max_connections: size of the client's connection pool; each reader
+            holds one connection while it waits.
+
+    Raises:
+        ValueError: an argument is out of range, or both or neither
+            retention bound is set.
+    """
+
+    __slots__ = (
+        "_client",
+        "_command_timeout",
+        "_connected",
+        "_errors",
+        "_exact",
+        "_foreign",
+        "_initial_topics",
+        "_last_error",
+        "_last_error_at",
+        "_listeners",
+        "_max_age",
+        "_max_connections",
+        "_max_events",
+        "_prefix",
+        "_publish_failures",
+        "_published",
+        "_read_block",
+        "_read_count",
+        "_readers",
+        "_received",
+        "_reconnect_delay",
+        "_reconnects",
+        "_stack",
+        "_task_group",
+        "_url",
+    )
+
+    def __init__(
+        self,
+        url: str = "redis://localhost:6379/0",
+        *,
+        topics: Iterable[str] = (),
+        prefix: str = "sse_sm:",
+        max_events: int | None = 1024,
+        max_age: float | None = None,
+        exact: bool = False,
+        command_timeout: float = 5.0,
+        read_block: float = 5.0,
+        read_count: int = 512,
+        reconnect_delay: tuple[float, float] = (0.05, 5.0),
+        max_connections: int = 64,
+    ) -> None:
+        if (max_events is None) == (max_age is None):
+            raise ValueError("set exactly one of max_events and max_age (Redis trims by one)")
+        if max_events is not None and (
+            isinstance(max_events, bool) or not isinstance(max_events, int) or max_events < 1
+        ):
+            raise ValueError(f"max_events must be an int >= 1, got {max_events!r}")
+        if max_age is not None and not _positive(max_age):
+            raise ValueError(f"max_age must be > 0 seconds, got {max_age!r}")
+        for name, value in (("command_timeout", command_timeout), ("read_block", read_block)):
+            if not _positive(value):
+                raise ValueError(f"{name} must be > 0 seconds, got {value!r}")
+        if isinstance(read_count, bool) or not isinstance(read_count, int) or read_count < 1:
+            raise ValueError(f"read_count must be an int >= 1, got {read_count!r}")
+        first, longest = reconnect_delay
+        if not (_positive(first) and _positive(longest) and first <= longest):
+            raise ValueError(
+                "reconnect_delay must be (first, longest) with 0 < first <= longest, "
+                f"got {reconnect_delay!r}"
+            )
+        names = tuple(dict.fromkeys(topics))
+        for topic in names:
+            if not isinstance(topic, str):
+                raise TypeError(f"a topic must be a str, got {type(topic).__name__}")
+        self._url = url
+        self._initial_topics = names
+        self._prefix = prefix
+        self._max_events = max_events
+        self._max_age = max_age
+        self._exact = exact
+        self._command_timeout = float(command_timeout)
+        self._read_block = float(read_block)
+        self._read_count = read_count
+        self._reconnect_delay = (float(first), float(longest))
+        self._max_connections = max_connections
+        self._listeners: tuple[EntryListener, ...] = ()
+        self._client: coredis.Redis[bytes] | None = None
+        self._task_group: anyio.abc.TaskGroup | None = None
+        self._stack: AsyncExitStack | None = None
+        #: Topics with a reader (or one starting), in the order they were watched.
+        self._readers: dict[str, None] = {}
+        self._connected = False
+        self._published = 0
+        self._publish_failures = 0
+        self._received = 0
+        self._reconnects = 0
+        self._errors = 0
+        self._foreign = 0
+        self._last_error: str | None = None
+        self._last_error_at: float | None = None
+
+    # ------------------------------------------------------------ lifecycle
+
+    @property
+    def running(self) -> bool:
+        """Whether the backend is entered (and not yet left)."""
+        return self._task_group is not None
+
+    async def __aenter__(self) -> RedisBackend:
+        """Open the client and the readers' task group; start the listed topics' readers.
+
+        Does not wait for Redis: when it cannot be reached the readers
+        retry with backoff (see :meth:`statistics`).  Not reentrant.
+        """
+        if self._stack is not None:
+            raise RuntimeError("this RedisBackend is already entered")
+        stack = AsyncExitStack()
+        await stack.__aenter__()
+        try:
+            client: coredis.Redis[bytes] = coredis.Redis.from_url(
+                self._url,
+                decode_responses=False,
+                # A retried XADD whose reply was lost would store the event twice.
+                retry_policy=NoRetryPolicy(),
+                connect_timeout=self._command_timeout,
+                max_connections=self._max_connections,
+            )
+            self._client = await stack.enter_async_context(client)
+            self._task_group = await stack.enter_async_context(anyio.create_task_group())
+            # Readers are cancelled before the client closes (the stack unwinds in reverse).
+            stack.callback(self._stop_readers)
+            for topic in self._initial_topics:
+                await self.watch(topic)
+        except BaseException:
+            self._client = self._task_group = None
+            await stack.__aexit__(None, None, None)
+            raise
+        self._stack = stack
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Cancel the readers, then close the client.  Returns once both are done."""
+        stack, self._stack = self._stack, None
+        if stack is None:
+            return
+        try:
+            await stack.__aexit__(exc_type, exc, tb)
+        finally:
+            self._client = self._task_group = None
+            self._readers.clear()
+            self._connected = False
+
+    def _stop_readers(self) -> None:
+        if self._task_group is not None:
+            self._task_group.cancel_scope.cancel()
+
+    def _require_client(self) -> coredis.Redis[bytes]:
+        client = self._client
+        if client is None:
+            raise RuntimeError("the RedisBackend is not running: use it as `async with backend:`")
+        return client
+
+    # ------------------------------------------------------------ the protocol
+
+    def listen(self, listener: EntryListener) -> Callable[[], None]:
+        """Call ``listener`` with every entry the readers receive; returns its stop function."""
+        self._listeners = (*self._listeners, listener)
+
+        def stop() -> None:
+            self._listeners = tuple(known for known in self._listeners if known is not listener)
+
+        return stop
+
+    async def publish(self, topic: str, event: ServerSentEvent) -> Entry:
+        """``XADD`` the event; its stream id becomes its SSE id.
+
+        The entry reaches this process's listeners through its reader, like
+        every other process's, shortly after this returns (if the topic is
+        read here).  Safe to cancel: a cancelled publish may or may not have
+        been stored, as after a timeout.
+
+        Raises:
+            ValueError: the event has an ``id``: Redis assigns ids here.
+            RedisUnavailableError: Redis failed or did not answer within
+                ``command_timeout`` seconds (then the event may be stored).
+            RuntimeError: the backend is not running.
+        """
+        if event.id is not None:
+            raise ValueError(
+                "the Redis backend gives every event its stream id; publish events without an id"
+            )
+        client = self._require_client()
+        sep = event.sep
+        fields: dict[bytes, bytes] = {_FRAME: event.encode(), _SEP: sep.encode()}
+        try:
+            with anyio.fail_after(self._command_timeout):
+                if self._max_events is not None:
+                    ident = await client.xadd(
+                        self._key(topic),
+                        fields,
+                        trim_strategy=PureToken.MAXLEN,
+                        threshold=self._max_events,
+                        trim_operator=self._trim_operator(),
+                    )
+                else:
+                    assert self._max_age is not None
+                    horizon = int((time.time() - self._max_age) * 1000)
+                    ident = await client.xadd(
+                        self._key(topic),
+                        fields,
+                        trim_strategy=PureToken.MINID,
+                        threshold=f"{max(horizon, 0)}-0",
+                        trim_operator=self._trim_operator(),
+                    )
+        except _UNAVAILABLE as exc:
+            self._publish_failures += 1
+            raise self._unavailable(f"publish to {topic!r}", exc) from exc
+        self._connected = True
+        self._published += 1
+        assert ident is not None  # no NOMKSTREAM
+        return self._entry(topic, ident, fields)
+
+    async def replay(self, topic: str, last_event_id: str) -> Replay:
+        """The events of ``topic`` after ``last_event_id`` (``XRANGE``), or all held and a gap.
+
+        Starts the topic's reader first if it has none.  The gap is
+        ``expired`` when the id is older than the oldest event held (it was
+        trimmed), ``unknown`` when it is not a stream id, is newer than the
+        stream, or names no entry.
+
+        Raises:
+            RedisUnavailableError: Redis failed or did not answer in time.
+            RuntimeError: the backend is not running.
+        """
+        client = self._require_client()
+        if topic not in self._readers:
+            await self.watch(topic)
+        key = self._key(topic)
+        parsed = parse_stream_id(last_event_id)
+        try:
+            with anyio.fail_after(self._command_timeout):
+                if parsed is not None:
+                    found = await client.xrange(key, last_event_id, "+")
+                    if found and parse_stream_id(_text(found[0].identifier)) == parsed:
+                        entries = self._entries(topic, found[1:])
+                        head = entries[-1].position if entries else _position(*parsed)
+                        return Replay(entries, None, head)
+                held = await client.xrange(key, "-", "+")
+                reason = GapReason.UNKNOWN
+                if parsed is not None:
+                    if held:
+                        first = parse_stream_id(_text(held[0].identifier))
+                        if first is not None and parsed < first:
+                            reason = GapReason.EXPIRED
+                    elif await client.exists([key]):
+                        # Everything was trimmed: expired if the id is not from the future.
+                        info = await client.xinfo_stream(key)
+                        newest = parse_stream_id(str(info["last-generated-id"]))
+                        if newest is not None and parsed <= newest:
+                            reason = GapReason.EXPIRED
+        except _UNAVAILABLE as exc:
+            raise self._unavailable(f"replay of {topic!r}", exc) from exc
+        self._connected = True
+        entries = self._entries(topic, held)
+        next_id = entries[0].id if entries else None
+        head = entries[-1].position if entries else 0
+        return Replay(entries, Gap(reason, last_event_id, next_id, None), head)
+
+    # ------------------------------------------------------------ readers
+
+    async def watch(self, topic: str) -> None:
+        """Start ``topic``'s reader, from the newest entry now, unless it has one.
+
+        Idempotent.  Returns once the reader's starting id is fixed: every
+        entry stored after this returns reaches the listeners.  When Redis
+        cannot be reached, the reader starts from this process's clock
+        (``<now ms>-0``) and retries.
+
+        Raises:
+            RuntimeError: the backend is not running.
+        """
+        if not isinstance(topic, str):
+            raise TypeError(f"a topic must be a str, got {type(topic).__name__}")
+        client = self._require_client()
+        task_group = self._task_group
+        assert task_group is not None
+        if topic in self._readers:
+            return
+        self._readers[topic] = None
+        key = self._key(topic)
+        try:
+            with anyio.fail_after(self._command_timeout):
+                newest = await client.xrevrange(key, "+", "-", count=1)
+        except _UNAVAILABLE as exc:
+            self._failed(exc)
+            start = f"{int(time.time() * 1000)}-0"
+        else:
+            self._connected = True
+            start = _text(newest[0].identifier) if newest else "0-0"
+        task_group.start_soon(self._read, topic, start, name=f"sse_sm.redis reader {topic!r}")
+
+    async def _read(self, topic: str, last: str) -> None:
+        """The reader of one topic: ``XREAD BLOCK`` after ``last``, forever, with backoff."""
+        client = self._require_client()
+        key = self._key(topic)
+        first_delay, longest_delay = self._reconnect_delay
+        delay = first_delay
+        failing = False
+        block_ms = int(self._read_block * 1000)
+        deadline = self._read_block + self._command_timeout
+        while True:
+            try:
+                with anyio.fail_after(deadline):
+                    reply = await client.xread({key: last}, count=self._read_count, block=block_ms)
+            except _UNAVAILABLE as exc:
+                self._failed(exc)
+                failing = True
+                await anyio.sleep(delay * random.uniform(0.5, 1.0))
+                delay = min(delay * 2, longest_delay)
+                continue
+            self._connected = True
+            if failing:
+                failing = False
+                delay = first_delay
+                self._reconnects += 1
+            if not reply:
+                continue
+            for found in reply.values():
+                for stream_entry in found:
+                    last = _text(stream_entry.identifier)
+                    entry = self._entry_or_none(topic, stream_entry)
+                    if entry is None:
+                        continue
+                    self._received += 1
+                    for listener in self._listeners:
+                        listener(entry)
+            # A burst of entries is delivered without suspending; yield before reading again.
+            await anyio.lowlevel.checkpoint()
+
+    # ------------------------------------------------------------ helpers
+
+    def _key(self, topic: str) -> str:
+        return self._prefix + topic
+
+    def _trim_operator(self) -> Literal[PureToken.EQUAL, PureToken.APPROXIMATELY]:
+        return PureToken.EQUAL if self._exact else PureToken.APPROXIMATELY
+
+    def _failed(self, exc: BaseException) -> None:
+        self._connected = False
+        self._errors += 1
+        self._last_error = _describe(exc)
+        self._last_error_at = time.monotonic()
+
+    def _unavailable(self, what: str, exc: BaseException) -> RedisUnavailableError:
+        self._failed(exc)
+        if isinstance(exc, TimeoutError):
+            reason = f"no answer within {self._command_timeout} s; its outcome is unknown"
+        else:
+            reason = _describe(exc)
+        return RedisUnavailableError(f"Redis at {self._url}: {what} failed: {reason}")
+
+    def _entry(self, topic: str, ident: bytes, fields: dict[bytes, bytes]) -> Entry:
+        parsed = parse_stream_id(ident.decode())
+        assert parsed is not None
+        frame = fields[_FRAME]
+        sep = fields.get(_SEP, b"\r\n")
+        id_line = b"id: " + ident + sep
+        # A comment comes first in an encoded event: then the id goes at the end of the block.
+        frame = frame[: -len(sep)] + id_line + sep if frame.startswith(b":") else id_line + frame
+        return Entry(topic, ident.decode(), _position(*parsed), frame)
+
+    def _entry_or_none(self, topic: str, found: StreamEntry) -> Entry | None:
+        fields = found.field_values
+        ident = found.identifier
+        frame = fields.get(_FRAME)
+        if not isinstance(ident, bytes) or not isinstance(frame, bytes):
+            self._foreign += 1
+            return None
+        sep = fields.get(_SEP, b"\r\n")
+        if not isinstance(sep, bytes) or sep not in (b"\r\n", b"\n", b"\r"):
+            self._foreign += 1
+            return None
+        return self._entry(topic, ident, {_FRAME: frame, _SEP: sep})
+
+    def _entries(self, topic: str, found: Sequence[StreamEntry]) -> tuple[Entry, ...]:
+        entries = (self._entry_or_none(topic, item) for item in found)
+        return tuple(entry for entry in entries if entry is not None)
+
+    # ------------------------------------------------------------ inspection
+
+    def statistics(self) -> RedisBackendStatistics:
+        """The link's state and counters now; never suspends."""
+        return RedisBackendStatistics(
+            connected=self._connected,
+            topics=tuple(self._readers),
+            published=self._published,
+            publish_failures=self._publish_failures,
+            received=self._received,
+            reconnects=self._reconnects,
+            errors=self._errors,
+            last_error=self._last_error,
+            last_error_at=self._last_error_at,
+            foreign=self._foreign,
+        )
+
+    def __repr__(self) -> str:
+        state = "running" if self.running else "stopped"
+        return f"<RedisBackend {state} {self._url!r}: {len(self._readers)} topic(s)>"
+
+
+def _text(value: str | bytes) -> str:
+    return value if isinstance(value, str) else value.decode()
+
+
+def _positive(value: object) -> bool:
+    return (
+        not isinstance(value, bool)
+        and isinstance(value, (int, float))
+        and value > 0
+        and value != float("inf")
+    )
