@@ -14,6 +14,10 @@ source "$(dirname "${BASH_SOURCE[0]}")/_venv.sh"
 if [[ -z "${SSE_SM_NO_CHROMIUM_INSTALL:-}" ]]; then
     bash "$(dirname "${BASH_SOURCE[0]}")/install_chromium.sh"
 fi
+# Debian's redis-server for tests/test_redis_backend.py, likewise.
+if [[ -z "${SSE_SM_NO_REDIS_INSTALL:-}" ]]; then
+    bash "$(dirname "${BASH_SOURCE[0]}")/install_redis.sh"
+fi
 
 run_step() {
     local title="$1"
