@@ -20,6 +20,13 @@ Everything is served by this module: the page is ``demo_page.html`` beside
 it, with the diagram and the settings filled in; no CDN, no build step.
 ``tests/test_demo.py`` runs it under uvicorn and hypercorn's trio worker, and
 ``tests/test_browser.py`` drives the page in headless Chromium.
+
+Several workers can share the ticker through Redis (``bash
+scripts/demo_redis.sh``): ``DEMO_REDIS_URL`` makes the hub use a
+:class:`~sse_sm.redis.RedisBackend` on that URL (entered in the lifespan), and
+``DEMO_TICKER=0`` keeps a worker from publishing ticks of its own, so that
+exactly one worker ticks and every worker streams the same ticks with the
+same ids.
 """
 
 from __future__ import annotations
@@ -33,7 +40,7 @@ import re
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import anyio
 from starlette.applications import Starlette
@@ -55,6 +62,9 @@ from sse_sm import (
 
 from ._diagram_svg import state_diagram_svg
 from ._explorer import Explorer, Tracked
+
+if TYPE_CHECKING:
+    from sse_sm.redis import RedisBackend
 
 __all__ = ("Demo", "app", "create_app", "parse_interval")
 
@@ -225,9 +235,9 @@ class Demo:
     the ticker, in seconds.
     """
 
-    def __init__(self, tick_interval: float = DEFAULT_INTERVAL) -> None:
+    def __init__(self, tick_interval: float = DEFAULT_INTERVAL, hub: Hub | None = None) -> None:
         self.tick_interval = tick_interval
-        self.hub = Hub(MemoryBackend(max_events=STORE_EVENTS))
+        self.hub = Hub(MemoryBackend(max_events=STORE_EVENTS)) if hub is None else hub
         self.explorer = Explorer()
         self.ticks = 0
         self.app: Starlette | None = None
@@ -244,7 +254,10 @@ class Demo:
 
     async def tick_forever(self) -> None:
         while True:
-            await self.tick()
+            try:
+                await self.tick()
+            except ConnectionError as exc:  # the Redis backend's RedisUnavailableError
+                log.warning("tick %d not published: %s", self.ticks, exc)
             await anyio.sleep(self.tick_interval)
 
     # ------------------------------------------------------------ tracking
@@ -438,14 +451,32 @@ def render_page(tick_interval: float) -> str:
     )
 
 
-def create_app(tick_interval: float = DEFAULT_INTERVAL) -> Starlette:
-    """The demo app; its lifespan runs the ticker."""
-    demo = Demo(tick_interval)
+def _redis_backend(url: str) -> RedisBackend:
+    """The backend of a demo worker that shares its ticker with others through Redis."""
+    from sse_sm.redis import RedisBackend  # needs the optional coredis: imported on demand
+
+    return RedisBackend(url, topics=[TOPIC], max_events=STORE_EVENTS, reconnect_delay=(0.05, 1.0))
+
+
+def create_app(
+    tick_interval: float = DEFAULT_INTERVAL, *, redis_url: str | None = None, ticker: bool = True
+) -> Starlette:
+    """The demo app; its lifespan runs the ticker (unless ``ticker`` is false).
+
+    With ``redis_url`` the hub's backend is a ``RedisBackend`` on it, which the
+    lifespan enters (and leaves after the ticker has stopped).
+    """
+    backend = _redis_backend(redis_url) if redis_url else None
+    demo = Demo(tick_interval, None if backend is None else Hub(backend))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        async with anyio.create_task_group() as tasks:
-            tasks.start_soon(demo.tick_forever)
+        async with contextlib.AsyncExitStack() as stack:
+            if backend is not None:
+                await stack.enter_async_context(backend)
+            tasks = await stack.enter_async_context(anyio.create_task_group())
+            if ticker:
+                tasks.start_soon(demo.tick_forever)
             yield
             tasks.cancel_scope.cancel()
 
@@ -468,7 +499,11 @@ def create_app(tick_interval: float = DEFAULT_INTERVAL) -> Starlette:
     return app
 
 
-app = create_app(parse_interval(os.environ.get("DEMO_TICK_SECONDS")))
+app = create_app(
+    parse_interval(os.environ.get("DEMO_TICK_SECONDS")),
+    redis_url=os.environ.get("DEMO_REDIS_URL") or None,
+    ticker=os.environ.get("DEMO_TICKER", "1") != "0",
+)
 
 
 def main() -> None:
@@ -483,6 +518,9 @@ def main() -> None:
 
     host, port = "127.0.0.1", int(os.environ.get("PORT", "8000"))
     print(f"sse_sm demo: open http://{host}:{port}/", flush=True)
+    if os.environ.get("DEMO_REDIS_URL"):
+        role = "runs the ticker" if os.environ.get("DEMO_TICKER", "1") != "0" else "no ticker"
+        print(f"sse_sm demo: hub on Redis {os.environ['DEMO_REDIS_URL']} ({role})", flush=True)
     config = uvicorn.Config(app, host=host, port=port, timeout_graceful_shutdown=5)
     try:
         uvicorn.Server(config).run()
