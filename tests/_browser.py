@@ -16,10 +16,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -28,7 +24,7 @@ import pytest
 
 from examples._chromium import CHROMIUM_ENV, find_chromium
 
-from ._servers import ServerProcess, get
+from ._servers import ServerProcess, get, running_server
 
 __all__ = (
     "DEMO_APP",
@@ -36,7 +32,6 @@ __all__ = (
     "TICK_SECONDS",
     "api_state",
     "chromium_or_skip",
-    "demo_command",
     "running_demo",
 )
 
@@ -47,54 +42,6 @@ DEMO_KINDS: tuple[str, ...] = ("uvicorn", "hypercorn-trio")
 #: The demo's tick interval in the tests: fast, so that a reconnect of a
 #: second or two misses several ticks.
 TICK_SECONDS = 0.2
-#: hypercorn spawns a fresh interpreter for its worker; slow on a busy machine.
-STARTUP_TIMEOUT = 30.0
-
-
-def demo_command(kind: str, fd: int) -> list[str]:
-    """The command a user would type to serve the demo on inherited ``fd``."""
-    python = [sys.executable, "-m"]
-    if kind == "uvicorn":
-        return [*python, "uvicorn", DEMO_APP, "--fd", str(fd)]
-    if kind == "hypercorn-trio":
-        return [*python, "hypercorn", "-k", "trio", "--bind", f"fd://{fd}", DEMO_APP]
-    raise AssertionError(f"unknown server kind {kind!r}")
-
-
-def _listening_socket() -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        # Accepted sockets inherit it; servers set it only on sockets they bind.
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sock.bind(("127.0.0.1", 0))
-        sock.listen(128)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
-
-
-def _wait_until_healthy(server: ServerProcess) -> None:
-    deadline = time.monotonic() + STARTUP_TIMEOUT
-    last_error = "no attempt made"
-    while time.monotonic() < deadline:
-        if server.has_exited():
-            raise AssertionError(
-                f"{server.kind} exited with {server.returncode()} during startup:\n{server.log()}"
-            )
-        try:
-            status, body = get(server.port, "/health", timeout=2.0)
-        except OSError as exc:
-            last_error = repr(exc)
-        else:
-            if status == 200 and body == b"ok":
-                return
-            last_error = f"{status} {body!r}"
-        time.sleep(0.1)
-    raise AssertionError(
-        f"{server.kind}: /health not ok within {STARTUP_TIMEOUT} s (last: {last_error}):\n"
-        f"{server.log()}"
-    )
 
 
 @contextlib.contextmanager
@@ -106,34 +53,9 @@ def running_demo(
     ``env`` adds to the environment (``DEMO_TICK_SECONDS`` is set to
     :data:`TICK_SECONDS` unless given).
     """
-    listener = _listening_socket()
-    port: int = listener.getsockname()[1]
-    environment = {
-        **os.environ,
-        "PYTHONUNBUFFERED": "1",
-        "DEMO_TICK_SECONDS": str(TICK_SECONDS),
-        **(env or {}),
-    }
-    try:
-        with log_path.open("wb") as log_file:
-            process = subprocess.Popen(
-                demo_command(kind, listener.fileno()),
-                cwd=REPO_ROOT,
-                env=environment,
-                stdin=subprocess.DEVNULL,
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-                pass_fds=(listener.fileno(),),
-                start_new_session=True,
-            )
-    finally:
-        listener.close()
-    server = ServerProcess(kind=kind, port=port, process=process, log_path=log_path)
-    try:
-        _wait_until_healthy(server)
+    environment = {"DEMO_TICK_SECONDS": str(TICK_SECONDS), **(env or {})}
+    with running_server(kind, log_path, app=DEMO_APP, env=environment) as server:
         yield server
-    finally:
-        server.kill_group()
 
 
 def api_state(server: ServerProcess) -> dict[str, Any]:

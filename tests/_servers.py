@@ -27,7 +27,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -62,15 +62,15 @@ KILL_TIMEOUT = 10.0
 LISTEN_BACKLOG = 1024
 
 
-def server_command(kind: str, fd: int) -> list[str]:
-    """The shell command a user would type, serving the app on inherited ``fd``."""
+def server_command(kind: str, fd: int, app: str = APP) -> list[str]:
+    """The shell command a user would type, serving ``app`` on inherited ``fd``."""
     python = [sys.executable, "-m"]
     if kind == "uvicorn":
-        return [*python, "uvicorn", APP, "--fd", str(fd)]
+        return [*python, "uvicorn", app, "--fd", str(fd)]
     if kind == "hypercorn-asyncio":
-        return [*python, "hypercorn", "--bind", f"fd://{fd}", APP]
+        return [*python, "hypercorn", "--bind", f"fd://{fd}", app]
     if kind == "hypercorn-trio":
-        return [*python, "hypercorn", "-k", "trio", "--bind", f"fd://{fd}", APP]
+        return [*python, "hypercorn", "-k", "trio", "--bind", f"fd://{fd}", app]
     raise AssertionError(f"unknown server kind {kind!r}")
 
 
@@ -139,22 +139,25 @@ class ServerProcess:
 
 
 @contextlib.contextmanager
-def running_server(kind: str, log_path: Path) -> Iterator[ServerProcess]:
-    """Start ``tests.realserver_app`` under ``kind`` on a fresh loopback socket.
+def running_server(
+    kind: str, log_path: Path, *, app: str = APP, env: Mapping[str, str] | None = None
+) -> Iterator[ServerProcess]:
+    """Start ``app`` (``tests.realserver_app`` by default) under ``kind`` on a
+    fresh loopback socket, with ``env`` added to the environment.
 
-    Yields once ``/health`` answers.  On exit, whatever happened (a failed
-    assertion, a timeout, KeyboardInterrupt), every process of the server is
-    killed and the main one reaped.
+    Yields once ``/health`` answers ``ok``.  On exit, whatever happened (a
+    failed assertion, a timeout, KeyboardInterrupt), every process of the
+    server is killed and the main one reaped.
     """
     listener = _listening_socket()
     port: int = listener.getsockname()[1]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    environment = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     try:
         with log_path.open("wb") as log_file:
             process = subprocess.Popen(
-                server_command(kind, listener.fileno()),
+                server_command(kind, listener.fileno(), app),
                 cwd=REPO_ROOT,
-                env=env,
+                env=environment,
                 stdin=subprocess.DEVNULL,
                 stdout=log_file,
                 stderr=subprocess.STDOUT,

@@ -20,7 +20,6 @@ import re
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -30,7 +29,7 @@ import pytest
 
 from sse_sm.testing import Event, EventStreamParser
 from tests._redis import RedisServer, require_coredis, require_redis_server, running_redis
-from tests._servers import ServerProcess, StreamClient, get, pump_until
+from tests._servers import ServerProcess, StreamClient, get, pump_until, running_server
 
 require_coredis()
 
@@ -47,50 +46,11 @@ WAIT = 20.0
 # ------------------------------------------------------------------ processes
 
 
-def _command(kind: str, fd: int) -> list[str]:
-    python = [sys.executable, "-m"]
-    if kind == "uvicorn":
-        return [*python, "uvicorn", APP, "--fd", str(fd)]
-    if kind == "hypercorn-trio":
-        return [*python, "hypercorn", "-k", "trio", "--bind", f"fd://{fd}", APP]
-    raise AssertionError(f"unknown server kind {kind!r}")
-
-
 @contextlib.contextmanager
 def running_app(kind: str, log_path: Path, env: Mapping[str, str]) -> Iterator[ServerProcess]:
     """``examples.redis_app`` under ``kind`` on an inherited loopback socket; always killed."""
-    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(128)
-        port: int = listener.getsockname()[1]
-        with log_path.open("wb") as log_file:
-            process = subprocess.Popen(
-                _command(kind, listener.fileno()),
-                cwd=REPO_ROOT,
-                env={**os.environ, "PYTHONUNBUFFERED": "1", **env},
-                stdin=subprocess.DEVNULL,
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-                pass_fds=(listener.fileno(),),
-                start_new_session=True,
-            )
-    finally:
-        listener.close()
-    server = ServerProcess(kind=kind, port=port, process=process, log_path=log_path)
-    try:
-        deadline = time.monotonic() + STARTUP_TIMEOUT
-        while True:
-            assert not server.has_exited(), f"{kind} exited during startup:\n{server.log()}"
-            with contextlib.suppress(OSError):
-                if get(port, "/health", timeout=2.0) == (200, b"ok"):
-                    break
-            assert time.monotonic() < deadline, f"{kind}: no /health:\n{server.log()}"
-            time.sleep(0.1)
+    with running_server(kind, log_path, app=APP, env=env) as server:
         yield server
-    finally:
-        server.kill_group()
 
 
 class Cluster:
