@@ -15,41 +15,6 @@
 # package, and without any font the pages render as boxes.
 set -uo pipefail
 
-if command -v chromium >/dev/null 2>&1; then
-    echo "==> chromium is installed: $(chromium --version 2>/dev/null || echo "$(command -v chromium)")"
-    exit 0
-fi
-
-skip() {
-    echo "==> chromium not installed ($1); the browser tests will be skipped" >&2
-    exit 0
-}
-
-command -v apt-get >/dev/null 2>&1 || skip "no apt-get on this machine"
-
-if [[ "$(id -u)" == 0 ]]; then
-    as_root=()
-elif command -v sudo >/dev/null 2>&1 && sudo -n true >/dev/null 2>&1; then
-    as_root=(sudo -n)
-else
-    skip "not root, and sudo -n is not available"
-fi
-
-echo "==> installing chromium with apt-get"
-apt_log="$(mktemp)"
-trap 'rm -f "$apt_log"' EXIT
-apt() {
-    # Quiet unless it fails; then apt's own words say why.
-    "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive \
-        apt-get -q -y -o DPkg::Lock::Timeout=120 "$@" >"$apt_log" 2>&1 \
-        || { tail -n 20 "$apt_log" >&2; return 1; }
-}
-apt update || skip "apt-get update failed"
-apt install --no-install-recommends chromium fonts-liberation \
-    || skip "apt-get install chromium failed"
-
-if command -v chromium >/dev/null 2>&1; then
-    echo "==> installed: $(chromium --version 2>/dev/null || echo chromium)"
-else
-    skip "the package installed no chromium command"
-fi
+# shellcheck source=scripts/_apt_install.sh
+source "$(dirname "${BASH_SOURCE[0]}")/_apt_install.sh"
+apt_install_missing chromium "the browser tests" chromium fonts-liberation

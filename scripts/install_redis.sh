@@ -16,40 +16,6 @@
 # 6379; the tests neither use nor need it.
 set -uo pipefail
 
-if command -v redis-server >/dev/null 2>&1; then
-    echo "==> redis-server is installed: $(redis-server --version 2>/dev/null | head -n 1)"
-    exit 0
-fi
-
-skip() {
-    echo "==> redis-server not installed ($1); the Redis tests will be skipped" >&2
-    exit 0
-}
-
-command -v apt-get >/dev/null 2>&1 || skip "no apt-get on this machine"
-
-if [[ "$(id -u)" == 0 ]]; then
-    as_root=()
-elif command -v sudo >/dev/null 2>&1 && sudo -n true >/dev/null 2>&1; then
-    as_root=(sudo -n)
-else
-    skip "not root, and sudo -n is not available"
-fi
-
-echo "==> installing redis-server with apt-get"
-apt_log="$(mktemp)"
-trap 'rm -f "$apt_log"' EXIT
-apt() {
-    # Quiet unless it fails; then apt's own words say why.
-    "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive \
-        apt-get -q -y -o DPkg::Lock::Timeout=120 "$@" >"$apt_log" 2>&1 \
-        || { tail -n 20 "$apt_log" >&2; return 1; }
-}
-apt update || skip "apt-get update failed"
-apt install --no-install-recommends redis-server || skip "apt-get install redis-server failed"
-
-if command -v redis-server >/dev/null 2>&1; then
-    echo "==> installed: $(redis-server --version 2>/dev/null | head -n 1)"
-else
-    skip "the package installed no redis-server command"
-fi
+# shellcheck source=scripts/_apt_install.sh
+source "$(dirname "${BASH_SOURCE[0]}")/_apt_install.sh"
+apt_install_missing redis-server "the Redis tests" redis-server
