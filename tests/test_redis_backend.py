@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gc
 import json
+import socket
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -328,6 +329,38 @@ async def test_leaving_the_backend_stops_every_task(redis: RedisServer) -> None:
     assert backend.statistics().topics == ()
     with pytest.raises(RuntimeError, match="not running"):
         await backend.publish("a", ServerSentEvent("x"))
+
+
+def connected_clients(redis: RedisServer) -> int:
+    """``connected_clients`` from the server's ``INFO clients``, not counting this probe."""
+    with socket.create_connection(("127.0.0.1", redis.port), timeout=5) as probe:
+        probe.sendall(b"*2\r\n$4\r\nINFO\r\n$7\r\nclients\r\n")
+        reply = b""
+        while b"connected_clients:" not in reply or not reply.endswith(b"\r\n"):
+            chunk = probe.recv(65536)
+            assert chunk, "redis-server closed the probe"
+            reply += chunk
+    line = next(x for x in reply.split(b"\r\n") if x.startswith(b"connected_clients:"))
+    return int(line.split(b":")[1]) - 1
+
+
+async def test_leaving_the_backend_closes_every_connection(redis: RedisServer) -> None:
+    baseline = connected_clients(redis)
+    with anyio.fail_after(WAIT):
+        async with process(redis.url, "a", "b") as hub:
+            subscription = hub.subscribe("a")
+            reader = Reader(subscription)
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(reader.run)
+                await joined(hub)
+                await hub.publish("a", ServerSentEvent("x"))
+                await hub.publish("b", ServerSentEvent("y"))
+                await reader.wait_for(1)
+                assert connected_clients(redis) > baseline
+                await subscription.aclose()
+        # The server notices a closed socket a moment later.
+        while connected_clients(redis) != baseline:
+            await anyio.sleep(0.02)
 
 
 async def test_a_failing_start_leaves_nothing_running(redis: RedisServer) -> None:
