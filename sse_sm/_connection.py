@@ -18,10 +18,13 @@ This is the only module that does I/O.  Its invariants:
   on the machine; the table decides the state, and the state decides what may
   be sent: nothing once ``CLOSED``, and the final empty body only after a
   close whose reason is in :data:`CLEAN_END_REASONS`.
-* **Each state owns its scopes.**  STREAMING and DRAINING run inside the pump
-  scope; a drain puts its grace on that scope's deadline, and the watcher
-  cancels it on a disconnect or a send timeout.  Cleanup (the final body, the
-  source's ``aclose``) runs shielded with a bound.
+* **One scope per phase.**  STREAMING and DRAINING run inside one task
+  group, and its cancel scope is the only one they need: a drain puts its
+  grace on its deadline, the watcher cancels it on a disconnect or a send
+  timeout, the pump cancels it when the source is done.  What follows the
+  phase (the farewell, the final body, the client-close handler) runs after
+  the task group; cleanup (the final body, the source's ``aclose``) runs
+  shielded with a bound.
 * **Fairness.**  A source that never awaits cannot starve the loop: the pump
   checkpoints after at most ``FAIRNESS_SLICE`` seconds or ``FAIRNESS_EVENTS``
   events without one.
@@ -47,11 +50,13 @@ from ._exceptions import SendTimeoutError, SlowConsumerError
 from ._server_shutdown import follow_server_shutdown
 from ._shutdown import DrainCoordinator
 from ._sources import ClosableSource
-from ._state import CLEAN_END_REASONS, CloseReason, State, StateMachine, Transition, Trigger
+from ._state import CLEAN_END_REASONS, CloseReason, State, StateMachine, Trigger
 
 __all__ = ("Connection", "StreamSettings", "loop_clock")
 
 logger = logging.getLogger("sse_sm.connection")
+#: Every change of state, at DEBUG (the package's logger, as users expect).
+transition_logger = logging.getLogger("sse_sm")
 
 #: Longest run of the pump, in seconds, without handing the loop to others.
 FAIRNESS_SLICE: Final = 0.002
@@ -64,6 +69,8 @@ CANCELLED_FINAL_SEND_BOUND: Final = 1.0
 FAREWELL_SEND_BOUND: Final = 1.0
 
 _DISCONNECT_TYPES: Final = frozenset({"http.disconnect", "websocket.disconnect"})
+#: STARTED's reason for the usual status, one string for every connection.
+_STATUS_200: Final = "status 200"
 
 
 def _is_stock_asyncio_loop_time(method: object) -> bool:
@@ -131,6 +138,7 @@ class Connection:
     __slots__ = (
         "_clock",
         "_close_handler_called",
+        "_disconnect",
         "_error",
         "_farewell_done",
         "_last_send_at",
@@ -138,17 +146,14 @@ class Connection:
         "_open",
         "_peer_gone",
         "_ping_in_flight",
-        "_pump_scope",
         "_receive",
+        "_scope",
         "_send",
-        "_sender_scope",
         "_sending",
         "_settings",
         "_source",
         "_source_closing",
         "_start_message",
-        "_watch_scope",
-        "_watcher_done",
         "bytes_sent",
         "unflushed_events",
     )
@@ -164,20 +169,19 @@ class Connection:
         send: Send,
     ) -> None:
         self._machine = machine
-        #: ``machine.state is not CLOSED``, kept by a listener on the machine's
-        #: transitions so that the hot path reads a slot, not a property.
+        #: ``machine.state is not CLOSED``, kept by :meth:`_fire` (every
+        #: transition goes through it) so that the hot path reads a slot.
         self._open = machine.state is not State.CLOSED
-        machine.add_listener(self._follow)
         self._settings = settings
         self._source = source
         self._start_message = start_message
         self._receive = receive
         self._send = send
         self._clock = loop_clock()
-        self._pump_scope = anyio.CancelScope()
-        self._watch_scope = anyio.CancelScope()
-        self._sender_scope = None if settings.data_sender is None else anyio.CancelScope()
-        self._watcher_done = False
+        #: The streaming phase's task group scope, once that phase has begun.
+        self._scope: anyio.CancelScope | None = None
+        #: The disconnect message the watcher closed the connection on.
+        self._disconnect: Message | None = None
         self._sending = False
         #: When the last send (event or ping) started: the ping's idle clock,
         #: and while ``_sending`` the start of the send the watcher times.
@@ -195,8 +199,11 @@ class Connection:
 
     # ------------------------------------------------------------------ entry
 
-    async def run(self) -> None:
+    async def run(self, *, then: Callable[[], Awaitable[None]] | None = None) -> None:
         """Stream until CLOSED, clean up, then raise what the close calls for.
+
+        ``then`` (the response's ``background``) is awaited last, only if
+        nothing is raised.
 
         Raises:
             SendTimeoutError: closed because a send exceeded ``send_timeout``.
@@ -223,8 +230,11 @@ class Connection:
                         await self._send_final_body(bound=CANCELLED_FINAL_SEND_BOUND)
                 raise
         finally:
-            await self._close_source()
+            if not self._source.finished:
+                await self._close_source()
         self._raise_for_close()
+        if then is not None:
+            await then()
 
     def _raise_for_close(self) -> None:
         """Raise what the close calls for: the recorded error, or SendTimeoutError."""
@@ -233,8 +243,11 @@ class Connection:
         if self._machine.close_reason is CloseReason.SEND_TIMEOUT:
             raise SendTimeoutError(self._machine.history[-1].reason)
 
-    async def answer_head(self) -> None:
+    async def answer_head(self, *, then: Callable[[], Awaitable[None]] | None = None) -> None:
         """Answer a HEAD request: headers and an empty body; the source never starts.
+
+        ``then`` (the response's ``background``) is awaited last, only if
+        nothing is raised.
 
         Raises:
             SendTimeoutError: the answer was not sent within ``send_timeout``.
@@ -267,6 +280,8 @@ class Connection:
             # Never started, but closing it releases what creating it acquired.
             await self._close_source()
         self._raise_for_close()
+        if then is not None:
+            await then()
 
     # --------------------------------------------------------------- OPEN
 
@@ -285,14 +300,28 @@ class Connection:
             self._fire(Trigger.SEND_TIMED_OUT, f"headers not sent within {timeout} s")
             return
         self._last_send_at = self._clock()
-        self._fire(Trigger.STARTED, f"status {self._start_message['status']}")
+        status = self._start_message["status"]
+        self._fire(Trigger.STARTED, _STATUS_200 if status == 200 else f"status {status}")
 
     # ------------------------------------------------- STREAMING / DRAINING
 
     async def _stream(self) -> None:
+        """STREAMING and DRAINING: the pump (this task) beside the watcher, then the end.
+
+        One cancel scope serves the whole phase, the task group's: the watcher
+        cancels it on a disconnect or a send timeout, a drain puts its grace on
+        its deadline, and the pump cancels it when the source is done, which
+        stops the watcher and the data sender.  The farewell, the final body
+        and the client-close handler run after the task group, where nothing
+        of this phase can cut them.  The pump loop is inline, not a call: one
+        frame less per connection, and locals instead of attribute reads.
+        """
         settings = self._settings
+        machine = self._machine
         coordinator = settings.drain_coordinator
+        exhausted = False
         async with anyio.create_task_group() as tasks:
+            self._scope = tasks.cancel_scope
             tasks.start_soon(self._watch)
             if settings.data_sender is not None:
                 tasks.start_soon(self._run_data_sender, settings.data_sender)
@@ -301,102 +330,86 @@ class Connection:
                 if coordinator.automatic:
                     follow_server_shutdown(coordinator)  # before register: no gap
                 unregister = coordinator.register(self._drain)
+            source_next = self._source.__anext__
+            send = self._send
+            sep = settings.sep
+            clock = self._clock
+            checkpoint = anyio.lowlevel.checkpoint
+            yield_at = clock() + FAIRNESS_SLICE
+            budget = FAIRNESS_EVENTS
             try:
-                await self._pump()
-            finally:
-                if unregister is not None:
-                    unregister()
-                # Stop the watcher's waits and pings and the data sender.  A
-                # client-close handler that the watcher runs is not stopped.
-                if not self._watcher_done:
-                    self._watch_scope.cancel()
-                if self._sender_scope is not None:
-                    self._sender_scope.cancel()
-            await self._send_final_body(bound=self._cleanup_bound())
-            if (
-                self._machine.close_reason is CloseReason.CLIENT_DISCONNECTED
-                and not self._close_handler_called
-            ):
-                # The pump saw the disconnect (OSError from send): no message came.
-                await self._call_close_handler({"type": "http.disconnect"})
-
-    async def _pump(self) -> None:
-        machine = self._machine
-        exhausted = False
-        with self._pump_scope:
-            try:
-                exhausted = await self._pump_events()
+                # The hot path: one iteration per event, nothing in it that is
+                # not needed.  A send gets no cancel scope of its own: the
+                # watcher times it and cancels the task group if it is overdue.
+                while True:
+                    try:
+                        item = await source_next()
+                    except StopAsyncIteration:
+                        exhausted = True
+                        if machine.state is State.STREAMING:
+                            self._fire(Trigger.SOURCE_EXHAUSTED, "the source ended")
+                        break  # a draining stream says its farewell first (below)
+                    # Pre-encoded bytes go out as they are, without the call.
+                    frame = item if type(item) is bytes else encode_item(item, sep)
+                    while self._ping_in_flight is not None:
+                        await self._ping_in_flight.wait()
+                    if not self._open:
+                        break  # closed while the source was producing; send nothing more
+                    now = clock()
+                    self._last_send_at = now
+                    self._sending = True
+                    try:
+                        await send({"type": "http.response.body", "body": frame, "more_body": True})
+                    except OSError as exc:
+                        self._sending = False
+                        if self._open:
+                            self._fire(Trigger.DISCONNECTED, f"send raised {exc!r}")
+                        break
+                    self._sending = False
+                    self.bytes_sent += len(frame)
+                    if not self._open:
+                        break  # the watcher closed the connection while this send ran
+                    # An EVENT_SENT self-loop, legal in STREAMING and DRAINING
+                    # (the only states that reach this line); handed to the
+                    # machine before its next fire, so each is checked in the
+                    # state where it happened.
+                    self.unflushed_events += 1
+                    budget -= 1
+                    if budget == 0 or now >= yield_at:
+                        self._flush_events()
+                        await checkpoint()
+                        yield_at = clock() + FAIRNESS_SLICE
+                        budget = FAIRNESS_EVENTS
             except SlowConsumerError as exc:
                 if self._open:
                     self._fire(Trigger.FELL_BEHIND, str(exc) or "the subscriber fell behind")
             except Exception as exc:
                 self._fail(exc)
-        if machine.state is not State.DRAINING:
-            return
-        # The drain ends here, by the source's return or by the grace.
-        # Outside the pump scope, so its deadline cannot cut the farewell.
-        settings = self._settings
-        await self._send_farewell(
-            bound=settings.send_timeout
-            if settings.send_timeout is not None
-            else FAREWELL_SEND_BOUND
-        )
-        if machine.state is not State.DRAINING:
-            return  # the farewell's send closed the connection
-        if exhausted:
-            self._fire(Trigger.SOURCE_EXHAUSTED, "the source ended")
-        else:
-            grace = settings.shutdown_grace_period
-            self._fire(Trigger.GRACE_EXPIRED, f"the source was still running after {grace} s")
-
-    async def _pump_events(self) -> bool:
-        """The hot path: one iteration per event, nothing in it that is not needed.
-
-        Returns True if the source ended by itself.
-        """
-        source_next = self._source.__anext__
-        send = self._send
-        sep = self._settings.sep
-        clock = self._clock
-        checkpoint = anyio.lowlevel.checkpoint
-        yield_at = clock() + FAIRNESS_SLICE
-        budget = FAIRNESS_EVENTS
-        while True:
-            try:
-                item = await source_next()
-            except StopAsyncIteration:
-                if self._machine.state is State.STREAMING:
+            finally:
+                if unregister is not None:
+                    unregister()
+                # Stop the watcher's waits and pings and the data sender.
+                self._cancel_scope()
+        if machine.state is State.DRAINING:
+            # The drain ends here, by the source's return or by the grace.
+            await self._send_farewell(
+                bound=settings.send_timeout
+                if settings.send_timeout is not None
+                else FAREWELL_SEND_BOUND
+            )
+            if machine.state is State.DRAINING:  # else the farewell's send closed it
+                if exhausted:
                     self._fire(Trigger.SOURCE_EXHAUSTED, "the source ended")
-                return True  # a draining stream says its farewell first (_pump)
-            frame = encode_item(item, sep)
-            while self._ping_in_flight is not None:
-                await self._ping_in_flight.wait()
-            if not self._open:
-                return False  # closed while the source was producing; send nothing more
-            now = clock()
-            self._last_send_at = now
-            self._sending = True
-            try:
-                await send({"type": "http.response.body", "body": frame, "more_body": True})
-            except OSError as exc:
-                self._sending = False
-                if self._open:
-                    self._fire(Trigger.DISCONNECTED, f"send raised {exc!r}")
-                return False
-            self._sending = False
-            self.bytes_sent += len(frame)
-            if not self._open:
-                return False  # the watcher closed the connection while this send ran
-            # An EVENT_SENT self-loop, legal in STREAMING and DRAINING (the only
-            # states that reach this line); handed to the machine before its
-            # next fire, so each is checked in the state where it happened.
-            self.unflushed_events += 1
-            budget -= 1
-            if budget == 0 or now >= yield_at:
-                self._flush_events()
-                await checkpoint()
-                yield_at = clock() + FAIRNESS_SLICE
-                budget = FAIRNESS_EVENTS
+                else:
+                    grace = settings.shutdown_grace_period
+                    self._fire(
+                        Trigger.GRACE_EXPIRED, f"the source was still running after {grace} s"
+                    )
+        await self._send_final_body(bound=self._cleanup_bound())
+        if machine.close_reason is CloseReason.CLIENT_DISCONNECTED:
+            # The watcher's message, or one made up when the pump saw the
+            # disconnect as an OSError from send.
+            await self._call_close_handler(self._disconnect or {"type": "http.disconnect"})
 
     def _farewell_frame(self) -> bytes | None:
         """The farewell's bytes: a jittered ``retry:`` block, then the user's event."""
@@ -471,36 +484,77 @@ class Connection:
         if state is State.CLOSED:
             return
         self._fire(Trigger.SHUTDOWN_REQUESTED, reason)
-        if state is State.STREAMING:
+        if state is State.STREAMING and self._scope is not None:
             settings = self._settings
             if settings.shutdown_event is not None:
                 settings.shutdown_event.set()
-            self._pump_scope.deadline = self._clock() + settings.shutdown_grace_period
+            self._scope.deadline = self._clock() + settings.shutdown_grace_period
 
     # --------------------------------------------------------------- watcher
 
     async def _watch(self) -> None:
-        disconnect: Message | None = None
+        """Wait for a disconnect, sending pings and timing sends meanwhile.
+
+        Runs until the task group's scope is cancelled (by the pump when the
+        source is done, or by this watcher when it closes the connection).
+        The disconnect message it closed the connection on is kept for the
+        client-close handler, which the pump awaits after the task group.
+        """
+        machine = self._machine
+        receive = self._receive
+        clock = self._clock
+        settings = self._settings
+        interval = settings.ping_interval
+        send_timeout = settings.send_timeout
         try:
-            with self._watch_scope:
-                disconnect = await self._watch_until_closed()
-            self._watcher_done = True
+            while True:
+                now = clock()
+                wake_at = math.inf
+                if interval > 0:
+                    # A send in progress is traffic: look again a full interval later.
+                    wake_at = (now if self._sending else self._last_send_at) + interval
+                if send_timeout is not None:
+                    check_at = (self._last_send_at if self._sending else now) + send_timeout
+                    wake_at = min(wake_at, check_at)
+                with anyio.CancelScope(deadline=wake_at) as waiting:
+                    message = await receive()
+                if not waiting.cancelled_caught:
+                    if message["type"] in _DISCONNECT_TYPES:
+                        self._peer_gone = True
+                        if machine.state is not State.CLOSED:
+                            self._disconnect = message
+                            self._fire(Trigger.DISCONNECTED, f"client sent {message['type']}")
+                            self._cancel_scope()
+                        break
+                    continue
+                if machine.state is State.CLOSED:
+                    break
+                now = clock()
+                if (
+                    send_timeout is not None
+                    and self._sending
+                    and now - self._last_send_at >= send_timeout
+                ):
+                    self._time_out(f"an event was not sent within {send_timeout} s")
+                    break
+                ping_due = (
+                    interval > 0 and not self._sending and now - self._last_send_at >= interval
+                )
+                if ping_due and not await self._send_ping():
+                    break
         except Exception as exc:
-            self._watcher_done = True
             self._fail(exc)
-            self._pump_scope.cancel()
+            self._cancel_scope()
             return
-        if self._sending and self._machine.state is State.CLOSED:
+        if self._sending and machine.state is State.CLOSED:
             # The pump is still in a send that this watcher gave up on, and
             # some servers do not let it be cancelled (hypercorn's trio worker
             # shields its socket writes).  Close the source from here, so its
             # finally runs now rather than when the stalled client leaves.
             await self._close_source()
-        if disconnect is not None:
-            await self._call_close_handler(disconnect)
 
     async def _call_close_handler(self, message: Message) -> None:
-        """Await ``client_close_handler_callable`` once, whichever task saw the client leave."""
+        """Await ``client_close_handler_callable`` once, with the disconnect message."""
         handler = self._settings.client_close_handler
         if handler is None or self._close_handler_called:
             return
@@ -509,51 +563,6 @@ class Connection:
             await handler(message)
         except Exception as exc:
             self._fail(exc)
-
-    async def _watch_until_closed(self) -> Message | None:
-        """Wait for a disconnect, sending pings and timing sends meanwhile.
-
-        Returns the disconnect message if this watcher closed the connection.
-        """
-        machine = self._machine
-        receive = self._receive
-        clock = self._clock
-        settings = self._settings
-        interval = settings.ping_interval
-        send_timeout = settings.send_timeout
-        while True:
-            now = clock()
-            wake_at = math.inf
-            if interval > 0:
-                # A send in progress is traffic: look again a full interval later.
-                wake_at = (now if self._sending else self._last_send_at) + interval
-            if send_timeout is not None:
-                check_at = (self._last_send_at if self._sending else now) + send_timeout
-                wake_at = min(wake_at, check_at)
-            with anyio.CancelScope(deadline=wake_at) as waiting:
-                message = await receive()
-            if not waiting.cancelled_caught:
-                if message["type"] in _DISCONNECT_TYPES:
-                    self._peer_gone = True
-                    if machine.state is State.CLOSED:
-                        return None
-                    self._fire(Trigger.DISCONNECTED, f"client sent {message['type']}")
-                    self._pump_scope.cancel()
-                    return message
-                continue
-            if machine.state is State.CLOSED:
-                return None
-            now = clock()
-            if (
-                send_timeout is not None
-                and self._sending
-                and now - self._last_send_at >= send_timeout
-            ):
-                self._time_out(f"an event was not sent within {send_timeout} s")
-                return None
-            ping_due = interval > 0 and not self._sending and now - self._last_send_at >= interval
-            if ping_due and not await self._send_ping():
-                return None
 
     async def _send_ping(self) -> bool:
         """Send one keep-alive; returns False if that closed the connection."""
@@ -592,28 +601,43 @@ class Connection:
         """Close on the watcher's finding, unless the pump closed the connection first."""
         if self._machine.state is not State.CLOSED:
             self._fire(trigger, reason)
-        self._pump_scope.cancel()
+        self._cancel_scope()
+
+    def _cancel_scope(self) -> None:
+        """Stop the streaming phase: the pump's await, the watcher and the data sender.
+
+        Once only: trio formats the calling task's repr on every ``cancel()``,
+        even of a scope already cancelled, and asyncio's anyio on the first.
+        """
+        scope = self._scope
+        if scope is not None and not scope.cancel_called:
+            scope.cancel()
 
     # ------------------------------------------------------------ data sender
 
     async def _run_data_sender(self, data_sender: Callable[[], Awaitable[None]]) -> None:
-        assert self._sender_scope is not None
-        with self._sender_scope:
-            try:
-                await data_sender()
-            except Exception as exc:
-                self._fail(exc)
-                self._pump_scope.cancel()
+        try:
+            await data_sender()
+        except Exception as exc:
+            self._fail(exc)
+            self._cancel_scope()
 
     # ---------------------------------------------------------------- CLOSED
-
-    def _follow(self, transition: Transition) -> None:
-        self._open = transition.target is not State.CLOSED
 
     def _fire(self, trigger: Trigger, reason: str = "") -> None:
         """Fire ``trigger``, after handing the pump's tally of events to the machine."""
         self._flush_events()
-        self._machine.fire(trigger, reason)
+        arc = self._machine.fire(trigger, reason)
+        self._open = arc.target is not State.CLOSED
+        if arc.target is not arc.source and transition_logger.isEnabledFor(logging.DEBUG):
+            transition_logger.debug(
+                "stream %x: %s --%s--> %s (%s)",
+                id(self._machine),
+                arc.source.name,
+                trigger.name,
+                arc.target.name,
+                reason,
+            )
 
     def _flush_events(self) -> None:
         if self.unflushed_events:
