@@ -115,6 +115,32 @@ def test_default_headers_match_sse_starlette(headers: dict[str, str] | None) -> 
         ]
 
 
+async def test_changing_one_responses_headers_leaves_the_others_alone() -> None:
+    # Responses built without headers share their (immutable) header pairs;
+    # each must still own its list, or a cookie set on one would reach all.
+    first = EventSourceResponse(finite("x"), ping=0)
+    first.set_cookie("session", "secret")
+    first.headers["X-Only-First"] = "1"
+    first.raw_headers.append((b"x-appended", b"1"))
+    sse_app = SSEApp(lambda: EventSourceResponse(finite("x"), ping=0))
+    with anyio.fail_after(5):
+        async with stream(sse_app.app, "/sse") as sse:
+            await sse.wait_finished()
+    names = header_names(sse.headers)
+    assert not {"set-cookie", "x-only-first", "x-appended"} & set(names)
+    assert names == ["cache-control", "connection", "x-accel-buffering", "content-type"]
+
+    class Plain(EventSourceResponse):
+        media_type = "text/plain"
+
+    assert ("content-type", "text/plain; charset=utf-8") in decoded(
+        Plain(finite("x"), media_type=None).raw_headers
+    ), "the shared pairs are per class and media type"
+    assert ("content-type", "text/event-stream; charset=utf-8") in decoded(
+        EventSourceResponse(finite("x")).raw_headers
+    )
+
+
 def test_user_cache_control_is_kept() -> None:
     response = EventSourceResponse(finite(), headers={"Cache-Control": "public, max-age=5"})
     assert response.headers["cache-control"] == "public, max-age=5"
