@@ -366,9 +366,41 @@ class JSONServerSentEvent(ServerSentEvent):
 def _encode_mapping(fields: Mapping[str, Any], sep: str) -> bytes:
     """Encode a dict of ServerSentEvent keyword arguments without mutating it.
 
-    One pass over the keys (typical items have one to three), then the same
-    checks as :class:`ServerSentEvent` for the fields that are present.
+    Typical items are one-line ``str`` values under ``data`` and optionally
+    ``event`` and ``id``, and nothing else: those are checked and written by
+    one f-string.  Anything else takes the general path, with the same
+    checks as :class:`ServerSentEvent`.
     """
+    data = fields.get("data")
+    event = fields.get("event")
+    id = fields.get("id")
+    if (
+        type(data) is str
+        and len(fields) == 1 + (event is not None) + (id is not None)  # no other key
+        and "\n" not in data
+        and "\r" not in data
+        and (event is None or (type(event) is str and "\n" not in event and "\r" not in event))
+        and (
+            id is None or (type(id) is str and "\n" not in id and "\r" not in id and "\0" not in id)
+        )
+    ):
+        if event is None:
+            frame = (
+                f"data: {data}{sep}{sep}" if id is None else f"id: {id}{sep}data: {data}{sep}{sep}"
+            )
+        elif id is None:
+            frame = f"event: {event}{sep}data: {data}{sep}{sep}"
+        else:
+            frame = f"id: {id}{sep}event: {event}{sep}data: {data}{sep}{sep}"
+        try:
+            return frame.encode()
+        except UnicodeEncodeError:
+            return _utf8(frame)
+    return _encode_mapping_in_full(fields, sep)
+
+
+def _encode_mapping_in_full(fields: Mapping[str, Any], sep: str) -> bytes:
+    """The general path: every field, every check, unknown keys refused."""
     data = event = id = retry = comment = None
     for key, value in fields.items():
         if key == "data":
@@ -384,26 +416,6 @@ def _encode_mapping(fields: Mapping[str, Any], sep: str) -> bytes:
         elif key != "sep":
             unknown = sorted(map(str, fields.keys() - _FIELD_NAMES))
             raise TypeError(f"unknown ServerSentEvent field(s) in dict item: {unknown}")
-    if (
-        retry is None
-        and comment is None
-        and type(data) is str
-        and "\n" not in data
-        and "\r" not in data
-        and (event is None or (type(event) is str and "\n" not in event and "\r" not in event))
-        and (
-            id is None or (type(id) is str and "\n" not in id and "\r" not in id and "\0" not in id)
-        )
-    ):
-        frame = f"data: {data}{sep}{sep}"
-        if event is not None:
-            frame = f"event: {event}{sep}{frame}"
-        if id is not None:
-            frame = f"id: {id}{sep}{frame}"
-        try:
-            return frame.encode()
-        except UnicodeEncodeError:
-            return _utf8(frame)
     return _encode_fields(
         _data_text(data),
         _check_event(event),

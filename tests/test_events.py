@@ -13,7 +13,7 @@ import re
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from sse_sm import JSONServerSentEvent, ServerSentEvent, ensure_bytes
@@ -755,3 +755,61 @@ def test_lone_surrogates_never_raise_and_read_as_replacement_characters(
     assert got.id == ("" if id is None else _as_utf8_would_show(id))
     if comment is not None:
         assert got.comments == tuple(_as_utf8_would_show(_normalise_eol(comment)).split("\n"))
+
+
+_any_value = (
+    st.none()
+    | _texts()
+    | _texts(surrogates=True)
+    | st.integers(-5, 10**6)
+    | st.sampled_from(["a\0b", "a\nb", "a\rb", "a\r\nb", "", "tick"])
+)
+
+
+@FIELDS_SETTINGS
+@given(
+    fields=st.fixed_dictionaries(
+        {"data": _any_value},
+        optional={
+            "event": _any_value,
+            "id": _any_value,
+            "retry": _any_value,
+            "comment": _any_value,
+            "sep": _sep,
+            "colour": _any_value,
+        },
+    )
+    | st.dictionaries(
+        st.sampled_from(["data", "event", "id", "retry", "comment", "sep", "colour"]),
+        _any_value,
+        max_size=5,
+    ),
+    sep=_sep,
+)
+@example(fields={"data": "d", "id": "7"}, sep="\r\n")
+@example(fields={"data": "d", "event": "e"}, sep="\r")
+@example(fields={"data": "d", "event": "e", "id": "7"}, sep="\n")
+@example(fields={"data": "d", "id": "a\0b"}, sep="\n")
+@example(fields={"data": "d", "event": "a\rb", "id": "1"}, sep="\n")
+@example(fields={"data": "d", "event": "e", "id": "a\nb"}, sep="\n")
+@example(fields={"data": "a\r\nb", "event": "e"}, sep="\r\n")
+@example(fields={"data": "d", "id": 5}, sep="\n")
+@example(fields={"data": 5, "event": "e"}, sep="\n")
+@example(fields={"data": "d", "event": None}, sep="\n")
+@example(fields={"data": "d", "sep": "\r"}, sep="\n")
+@example(fields={"data": "d", "colour": "red"}, sep="\n")
+@example(fields={"data": "d", "retry": 10}, sep="\n")
+def test_a_dict_item_encodes_as_the_event_its_keywords_build(
+    fields: dict[str, Any], sep: str
+) -> None:
+    """The dict fast path and the general path agree with ServerSentEvent, errors included."""
+    kwargs = {key: value for key, value in fields.items() if key != "sep"}
+    try:
+        expected: bytes | type[Exception] = ServerSentEvent(**kwargs, sep=sep).encode()
+    except (TypeError, ValueError) as exc:
+        expected = type(exc)
+    try:
+        got: bytes | type[Exception] = encode_item(fields, sep)
+    except (TypeError, ValueError) as exc:
+        got = type(exc)
+    assert got == expected
