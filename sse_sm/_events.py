@@ -447,6 +447,9 @@ def encode_item(item: object, sep: str) -> bytes:
         except UnicodeEncodeError:
             return _utf8(frame)
     # Exact types first: an isinstance() that fails costs as much as a field.
+    # (The driver sends bytes items without calling this.)
+    if type(item) is dict:
+        return _encode_mapping(item, sep)
     if type(item) is ServerSentEvent:
         return item.encode()
     if type(item) is bytes:
