@@ -10,10 +10,10 @@ This is the only module that does I/O.  Its invariants:
   hypercorn, so one task serves all three purposes.  ``data_sender_callable``,
   when given, is a third.  No task outlives :meth:`Connection.run`.
 * **Nothing per event but the send.**  No cancel scope is opened, no event is
-  handed between tasks and no lock is taken to send an event.  The watcher
-  and the sender exclude each other through two fields that are only read and
-  written between awaits (``_sending`` and ``_ping_in_flight``), which is
-  atomic on one event loop.
+  handed between tasks and no lock is taken to send an event.  The pump's
+  sends and the watcher's pings exclude each other through two fields that
+  are only read and written between awaits (``_sending`` and
+  ``_ping_in_flight``), which is atomic on one event loop.
 * **Triggers, not flags.**  Every detection becomes a :class:`Trigger` fired
   on the machine; the table decides the state, and the state decides what may
   be sent: nothing once ``CLOSED``, and the final empty body only after a
