@@ -450,8 +450,10 @@ def encode_item(item: object, sep: str) -> bytes:
     # (The driver sends bytes items without calling this.)
     if type(item) is dict:
         return _encode_mapping(item, sep)
-    if type(item) is ServerSentEvent:
-        return item.encode()
+    if type(item) is ServerSentEvent:  # item.encode(), without the call between
+        return _encode_fields(
+            item._data, item._event, item._id, item._retry, item._comment, item._sep
+        )
     if type(item) is bytes:
         return item
     if isinstance(item, dict):
