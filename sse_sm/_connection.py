@@ -69,6 +69,8 @@ CANCELLED_FINAL_SEND_BOUND: Final = 1.0
 FAREWELL_SEND_BOUND: Final = 1.0
 
 _DISCONNECT_TYPES: Final = frozenset({"http.disconnect", "websocket.disconnect"})
+#: DISCONNECTED's reason per message type, one string for every connection.
+_CLIENT_SENT: Final = {kind: f"client sent {kind}" for kind in _DISCONNECT_TYPES}
 #: STARTED's reason for the usual status, one string for every connection.
 _STATUS_200: Final = "status 200"
 
@@ -232,7 +234,8 @@ class Connection:
         finally:
             if not self._source.finished:
                 await self._close_source()
-        self._raise_for_close()
+        if self._error is not None or machine.close_reason is CloseReason.SEND_TIMEOUT:
+            self._raise_for_close()
         if then is not None:
             await then()
 
@@ -405,11 +408,14 @@ class Connection:
                     self._fire(
                         Trigger.GRACE_EXPIRED, f"the source was still running after {grace} s"
                     )
-        await self._send_final_body(bound=self._cleanup_bound())
-        if machine.close_reason is CloseReason.CLIENT_DISCONNECTED:
-            # The watcher's message, or one made up when the pump saw the
-            # disconnect as an OSError from send.
-            await self._call_close_handler(self._disconnect or {"type": "http.disconnect"})
+        reason = machine.close_reason
+        if reason is CloseReason.CLIENT_DISCONNECTED:
+            # No final body for a client that left.  The watcher's message,
+            # or one made up when the pump saw the disconnect as an OSError.
+            if settings.client_close_handler is not None:
+                await self._call_close_handler(self._disconnect or {"type": "http.disconnect"})
+        else:
+            await self._send_final_body(bound=self._cleanup_bound())
 
     def _farewell_frame(self) -> bytes | None:
         """The farewell's bytes: a jittered ``retry:`` block, then the user's event."""
@@ -523,7 +529,7 @@ class Connection:
                         self._peer_gone = True
                         if machine.state is not State.CLOSED:
                             self._disconnect = message
-                            self._fire(Trigger.DISCONNECTED, f"client sent {message['type']}")
+                            self._fire(Trigger.DISCONNECTED, _CLIENT_SENT[message["type"]])
                             self._cancel_scope()
                         break
                     continue
