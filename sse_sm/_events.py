@@ -206,7 +206,11 @@ def _encode_fields(
             frame += f"data: {data}{sep}"
     if retry is not None:
         frame += f"retry: {retry}{sep}"
-    return _utf8(frame + sep)
+    frame += sep
+    try:
+        return frame.encode()
+    except UnicodeEncodeError:
+        return _utf8(frame)
 
 
 class ServerSentEvent:
@@ -439,9 +443,10 @@ def encode_item(item: object, sep: str) -> bytes:
         ValueError, TypeError: the item cannot be encoded; nothing was sent.
     """
     if type(item) is str:
-        if "\n" in item or "\r" in item:
-            return _encode_fields(item, None, None, None, None, sep)
-        frame = f"data: {item}{sep}{sep}"
+        if "\n" in item or "\r" in item:  # one data line per line (CRLF, LF or CR)
+            frame = "data: " + _lf_lines(item).replace("\n", sep + "data: ") + sep + sep
+        else:
+            frame = f"data: {item}{sep}{sep}"
         try:
             return frame.encode()
         except UnicodeEncodeError:
