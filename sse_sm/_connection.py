@@ -139,7 +139,6 @@ class Connection:
 
     __slots__ = (
         "_clock",
-        "_close_handler_called",
         "_disconnect",
         "_error",
         "_farewell_done",
@@ -192,7 +191,6 @@ class Connection:
         self.unflushed_events = 0
         self._ping_in_flight: anyio.Event | None = None
         self._error: BaseException | None = None
-        self._close_handler_called = False
         self._farewell_done = False
         self._peer_gone = False
         #: Set once a close of the source has begun; others wait for it.
@@ -408,14 +406,17 @@ class Connection:
                     self._fire(
                         Trigger.GRACE_EXPIRED, f"the source was still running after {grace} s"
                     )
-        reason = machine.close_reason
-        if reason is CloseReason.CLIENT_DISCONNECTED:
-            # No final body for a client that left.  The watcher's message,
-            # or one made up when the pump saw the disconnect as an OSError.
-            if settings.client_close_handler is not None:
-                await self._call_close_handler(self._disconnect or {"type": "http.disconnect"})
-        else:
+        if machine.close_reason is not CloseReason.CLIENT_DISCONNECTED:
             await self._send_final_body(bound=self._cleanup_bound())
+        elif settings.client_close_handler is not None:
+            # No final body for a client that left, but its handler, once:
+            # with the watcher's message, or one made up when the pump saw
+            # the disconnect as an OSError from send.
+            message = self._disconnect or {"type": "http.disconnect"}
+            try:
+                await settings.client_close_handler(message)
+            except Exception as exc:
+                self._fail(exc)
 
     def _farewell_frame(self) -> bytes | None:
         """The farewell's bytes: a jittered ``retry:`` block, then the user's event."""
@@ -490,11 +491,12 @@ class Connection:
         if state is State.CLOSED:
             return
         self._fire(Trigger.SHUTDOWN_REQUESTED, reason)
-        if state is State.STREAMING and self._scope is not None:
+        if state is State.STREAMING:
             settings = self._settings
             if settings.shutdown_event is not None:
                 settings.shutdown_event.set()
-            self._scope.deadline = self._clock() + settings.shutdown_grace_period
+            if self._scope is not None:  # set before _drain is registered
+                self._scope.deadline = self._clock() + settings.shutdown_grace_period
 
     # --------------------------------------------------------------- watcher
 
@@ -558,17 +560,6 @@ class Connection:
             # shields its socket writes).  Close the source from here, so its
             # finally runs now rather than when the stalled client leaves.
             await self._close_source()
-
-    async def _call_close_handler(self, message: Message) -> None:
-        """Await ``client_close_handler_callable`` once, with the disconnect message."""
-        handler = self._settings.client_close_handler
-        if handler is None or self._close_handler_called:
-            return
-        self._close_handler_called = True
-        try:
-            await handler(message)
-        except Exception as exc:
-            self._fail(exc)
 
     async def _send_ping(self) -> bool:
         """Send one keep-alive; returns False if that closed the connection."""

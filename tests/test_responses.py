@@ -679,6 +679,71 @@ async def test_client_close_handler_is_awaited_once_on_disconnect() -> None:
     assert sse_app.response.close_reason is CloseReason.CLIENT_DISCONNECTED
 
 
+async def test_client_close_handler_gets_the_servers_own_disconnect_message() -> None:
+    messages: list[Message] = []
+    leave = anyio.Event()
+    server_message: Message = {"type": "http.disconnect", "reason": "peer reset"}
+
+    async def on_close(message: Message) -> None:
+        messages.append(message)
+
+    async def receive() -> Message:
+        await leave.wait()
+        return server_message
+
+    async def send(message: Message) -> None:
+        if message["type"] == "http.response.body" and message["body"]:
+            leave.set()
+
+    release = anyio.Event()
+    response = EventSourceResponse(
+        one_then_wait(release), client_close_handler_callable=on_close, ping=0
+    )
+    with anyio.fail_after(5):
+        await response(http_scope(), receive, send)
+    assert messages == [server_message]
+    assert messages[0] is server_message
+    assert response.close_reason is CloseReason.CLIENT_DISCONNECTED
+
+
+async def test_client_close_handler_is_awaited_once_when_send_raises_oserror() -> None:
+    messages: list[Message] = []
+
+    async def on_close(message: Message) -> None:
+        messages.append(message)
+
+    async def send(message: Message) -> None:
+        if message["type"] == "http.response.body":
+            raise ConnectionResetError("peer went away")
+
+    response = EventSourceResponse(finite("a", "b"), client_close_handler_callable=on_close, ping=0)
+    with anyio.fail_after(5):
+        await response(http_scope(), never_receive, send)
+    assert messages == [{"type": "http.disconnect"}]
+    assert response.close_reason is CloseReason.CLIENT_DISCONNECTED
+
+
+async def test_a_raising_client_close_handler_is_logged_not_raised(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def on_close(message: Message) -> None:
+        raise RuntimeError("handler broke")
+
+    async def send(message: Message) -> None:
+        if message["type"] == "http.response.body":
+            raise ConnectionResetError("peer went away")
+
+    response = EventSourceResponse(finite("a"), client_close_handler_callable=on_close, ping=0)
+    with anyio.fail_after(5):
+        await response(http_scope(), never_receive, send)  # does not raise
+    assert response.close_reason is CloseReason.CLIENT_DISCONNECTED
+    logged = [r for r in caplog.records if "raised after the connection closed" in r.getMessage()]
+    assert len(logged) == 1
+    assert logged[0].levelno == logging.ERROR
+    assert logged[0].exc_info is not None
+    assert "handler broke" in str(logged[0].exc_info[1])
+
+
 async def test_client_close_handler_is_not_called_on_a_normal_end() -> None:
     messages: list[Message] = []
 
