@@ -47,6 +47,7 @@ from starlette.types import Message, Receive, Send
 
 from ._events import ServerSentEvent, encode_item
 from ._exceptions import SendTimeoutError, SlowConsumerError
+from ._fairness import FAIRNESS_EVENTS, FAIRNESS_SLICE
 from ._server_shutdown import follow_server_shutdown
 from ._shutdown import DrainCoordinator
 from ._sources import ClosableSource
@@ -58,10 +59,6 @@ logger = logging.getLogger("sse_sm.connection")
 #: Every change of state, at DEBUG (the package's logger, as users expect).
 transition_logger = logging.getLogger("sse_sm")
 
-#: Longest run of the pump, in seconds, without handing the loop to others.
-FAIRNESS_SLICE: Final = 0.002
-#: Most events sent without a checkpoint, for clocks that do not move (MockClock).
-FAIRNESS_EVENTS: Final = 1024
 #: Bound on the final empty body after an outside cancellation, in seconds.
 CANCELLED_FINAL_SEND_BOUND: Final = 1.0
 #: Bound on sending the farewell when no ``send_timeout`` is set, in seconds:

@@ -50,8 +50,8 @@ import anyio.from_thread
 import anyio.lowlevel
 from anyio.lowlevel import EventLoopToken
 
-from ._connection import FAIRNESS_EVENTS, FAIRNESS_SLICE
 from ._events import DEFAULT_SEPARATOR, ServerSentEvent, validate_sep
+from ._fairness import FAIRNESS_EVENTS, FAIRNESS_SLICE
 from ._hub_backend import HubBackend, MemoryBackend
 from ._hub_state import DropMarker, SubscriberState, Tally, TopicState
 from ._hub_subscription import Subscription
