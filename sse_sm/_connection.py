@@ -227,10 +227,8 @@ class Connection:
                         await self._send_final_body(bound=CANCELLED_FINAL_SEND_BOUND)
                 raise
         finally:
-            if not self._source.finished:
-                await self._close_source()
-        if self._error is not None or machine.close_reason is CloseReason.SEND_TIMEOUT:
-            self._raise_for_close()
+            await self._close_source()
+        self._raise_for_close()
         if then is not None:
             await then()
 

@@ -374,6 +374,11 @@ def _encode_mapping(fields: Mapping[str, Any], sep: str) -> bytes:
     ``event`` and ``id``, and nothing else: those are checked and written by
     one f-string.  Anything else takes the general path, with the same
     checks as :class:`ServerSentEvent`.
+
+    The f-strings repeat the first branch of :func:`_encode_fields` on
+    purpose: calling it instead costs 85 to 100 ns per item, a quarter of the
+    whole encode (measured side by side); ``encode_item``'s multi-line
+    ``str`` branch repeats its data lines for the same reason.
     """
     data = fields.get("data")
     event = fields.get("event")
