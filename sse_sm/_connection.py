@@ -175,7 +175,10 @@ class Connection:
         self._start_message = start_message
         self._receive = receive
         self._send = send
-        self._clock = loop_clock()
+        #: Replaced by the running loop's clock when the connection runs, not
+        #: read here: the call may be built outside any event loop
+        #: (``asyncio.run(response(scope, receive, send))``).
+        self._clock: Callable[[], float] = time.monotonic
         #: The streaming phase's task group scope, once that phase has begun.
         self._scope: anyio.CancelScope | None = None
         #: The disconnect message the watcher closed the connection on.
@@ -209,12 +212,11 @@ class Connection:
         """
         machine = self._machine
         machine.require(Trigger.STARTED)
+        self._clock = loop_clock()
         machine.use_clock(self._clock)
         try:
             try:
-                await self._send_start()
-                if machine.state is State.STREAMING:
-                    await self._stream()
+                await self._stream()
             except anyio.get_cancelled_exc_class():
                 state = machine.state
                 if state is State.STREAMING or state is State.DRAINING:
@@ -226,8 +228,18 @@ class Connection:
                     if state is not State.OPEN:  # no body may precede the headers
                         await self._send_final_body(bound=CANCELLED_FINAL_SEND_BOUND)
                 raise
+            except BaseException as exc:
+                # The phase turns every exception into FAILED itself; one that
+                # escapes it anyway (an ``on_transition`` listener raising a
+                # BaseException) still leaves the connection CLOSED.
+                if not self._open:
+                    raise
+                self._fail(exc)
         finally:
             await self._close_source()
+        # The client-close handler last, with the source already closed: a
+        # handler that hangs must not keep a hub subscriber joined.
+        await self._call_close_handler()
         self._raise_for_close()
         if then is not None:
             await then()
@@ -251,6 +263,7 @@ class Connection:
         """
         machine = self._machine
         machine.require(Trigger.HEAD_ANSWERED)
+        self._clock = loop_clock()
         machine.use_clock(self._clock)
         try:
             try:
@@ -281,23 +294,28 @@ class Connection:
 
     # --------------------------------------------------------------- OPEN
 
-    async def _send_start(self) -> None:
-        timeout = self._settings.send_timeout
+    async def _send_start(self) -> bool:
+        """Send the headers; returns whether the connection is STREAMING.
+
+        Timed by the watcher like any other send (``_sending`` is already
+        set), which also sees a disconnect while this send is blocked.
+        Exceptions other than ``OSError`` propagate to the phase, which turns
+        them into FAILED.
+        """
         try:
-            with anyio.move_on_after(timeout) as scope:
-                await self._send(self._start_message)
+            await self._send(self._start_message)
         except OSError as exc:
-            self._fire(Trigger.DISCONNECTED, f"sending the headers raised {exc!r}")
-            return
-        except Exception as exc:
-            self._fail(exc)
-            return
-        if scope.cancelled_caught:
-            self._fire(Trigger.SEND_TIMED_OUT, f"headers not sent within {timeout} s")
-            return
+            self._sending = False
+            if self._open:
+                self._fire(Trigger.DISCONNECTED, f"sending the headers raised {exc!r}")
+            return False
+        self._sending = False
+        if not self._open:
+            return False  # the watcher closed the connection while the headers went out
         self._last_send_at = self._clock()
         status = self._start_message["status"]
         self._fire(Trigger.STARTED, _STATUS_200 if status == 200 else f"status {status}")
+        return True
 
     # ------------------------------------------------- STREAMING / DRAINING
 
@@ -314,26 +332,35 @@ class Connection:
         """
         settings = self._settings
         machine = self._machine
-        coordinator = settings.drain_coordinator
         exhausted = False
+        # The header send is timed by the watcher like any other send.
+        self._sending = True
+        self._last_send_at = self._clock()
         async with anyio.create_task_group() as tasks:
             self._scope = tasks.cancel_scope
+            # The watcher and the data sender start before the headers go out,
+            # as in sse-starlette: a disconnect is seen while the header send
+            # is blocked, and a data sender may already feed the source (the
+            # MCP SDK hands its first item over while the headers wait).
             tasks.start_soon(self._watch)
             if settings.data_sender is not None:
                 tasks.start_soon(self._run_data_sender, settings.data_sender)
             unregister = None
-            if coordinator is not None:
-                if coordinator.automatic:
-                    follow_server_shutdown(coordinator)  # before register: no gap
-                unregister = coordinator.register(self._drain)
-            source_next = self._source.__anext__
-            send = self._send
-            sep = settings.sep
-            clock = self._clock
-            checkpoint = anyio.lowlevel.checkpoint
-            yield_at = clock() + FAIRNESS_SLICE
-            budget = FAIRNESS_EVENTS
             try:
+                if not await self._send_start():
+                    return  # closed in OPEN; the finally below stops the tasks
+                coordinator = settings.drain_coordinator
+                if coordinator is not None:
+                    if coordinator.automatic:
+                        follow_server_shutdown(coordinator)  # before register: no gap
+                    unregister = coordinator.register(self._drain)
+                source_next = self._source.__anext__
+                send = self._send
+                sep = settings.sep
+                clock = self._clock
+                checkpoint = anyio.lowlevel.checkpoint
+                yield_at = clock() + FAIRNESS_SLICE
+                budget = FAIRNESS_EVENTS
                 # The hot path: one iteration per event, nothing in it that is
                 # not needed.  A send gets no cancel scope of its own: the
                 # watcher times it and cancels the task group if it is overdue.
@@ -379,7 +406,9 @@ class Connection:
             except SlowConsumerError as exc:
                 if self._open:
                     self._fire(Trigger.FELL_BEHIND, str(exc) or "the subscriber fell behind")
-            except Exception as exc:
+            except anyio.get_cancelled_exc_class():
+                raise
+            except BaseException as exc:  # any type: the connection still ends CLOSED
                 self._fail(exc)
             finally:
                 if unregister is not None:
@@ -403,15 +432,28 @@ class Connection:
                     )
         if machine.close_reason is not CloseReason.CLIENT_DISCONNECTED:
             await self._send_final_body(bound=self._cleanup_bound())
-        elif settings.client_close_handler is not None:
-            # No final body for a client that left, but its handler, once:
-            # with the watcher's message, or one made up when the pump saw
-            # the disconnect as an OSError from send.
-            message = self._disconnect or {"type": "http.disconnect"}
+
+    async def _call_close_handler(self) -> None:
+        """Await ``client_close_handler_callable`` once if the client left, bounded.
+
+        It gets the watcher's disconnect message, or one made up when a send
+        saw the disconnect as an ``OSError``.  Bounded by ``cleanup_timeout``:
+        a handler that hangs is abandoned with a warning.  An ``Exception`` it
+        raises is logged (the connection is already CLOSED); any other
+        ``BaseException`` propagates.
+        """
+        handler = self._settings.client_close_handler
+        if handler is None or self._machine.close_reason is not CloseReason.CLIENT_DISCONNECTED:
+            return
+        message = self._disconnect or {"type": "http.disconnect"}
+        timeout = self._settings.cleanup_timeout
+        with anyio.move_on_after(timeout) as scope:
             try:
-                await settings.client_close_handler(message)
+                await handler(message)
             except Exception as exc:
                 self._fail(exc)
+        if scope.cancelled_caught:
+            logger.warning("client_close_handler_callable did not return within %s s", timeout)
 
     def _farewell_frame(self) -> bytes | None:
         """The farewell's bytes: a jittered ``retry:`` block, then the user's event."""
@@ -443,7 +485,7 @@ class Connection:
             return
         try:
             frame = self._farewell_frame()
-        except Exception as exc:
+        except BaseException as exc:  # a sync call: no cancellation can arise in it
             self._fail(exc)
             return
         if frame is None:
@@ -538,14 +580,17 @@ class Connection:
                     and self._sending
                     and now - self._last_send_at >= send_timeout
                 ):
-                    self._time_out(f"an event was not sent within {send_timeout} s")
+                    what = "headers" if machine.state is State.OPEN else "an event"
+                    self._time_out(f"{what} not sent within {send_timeout} s")
                     break
                 ping_due = (
                     interval > 0 and not self._sending and now - self._last_send_at >= interval
                 )
                 if ping_due and not await self._send_ping():
                     break
-        except Exception as exc:
+        except anyio.get_cancelled_exc_class():
+            raise
+        except BaseException as exc:  # any type: the connection still ends CLOSED
             self._fail(exc)
             self._cancel_scope()
             return
@@ -610,7 +655,9 @@ class Connection:
     async def _run_data_sender(self, data_sender: Callable[[], Awaitable[None]]) -> None:
         try:
             await data_sender()
-        except Exception as exc:
+        except anyio.get_cancelled_exc_class():
+            raise
+        except BaseException as exc:  # any type: the connection still ends CLOSED
             self._fail(exc)
             self._cancel_scope()
 
