@@ -39,6 +39,7 @@ from ._replay import ReplayStatistics as ReplayStatistics
 from ._replay import ReplayStore as ReplayStore
 from ._replay import last_event_id as last_event_id
 from ._shutdown import DrainCoordinator as DrainCoordinator
+from ._shutdown import default_drain_coordinator as default_drain_coordinator
 from ._shutdown import drain_coordinator_for as drain_coordinator_for
 from ._state import TRANSITIONS as TRANSITIONS
 from ._state import Arc as Arc
@@ -62,6 +63,7 @@ __all__ = (
     "ensure_bytes",
     "DrainCoordinator",
     "drain_coordinator_for",
+    "default_drain_coordinator",
     "StreamStatistics",
     "State",
     "Trigger",

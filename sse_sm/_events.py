@@ -9,7 +9,7 @@ Invariants:
   ``TypeError`` that names the field.  An item from a source is therefore
   either refused whole, before any byte of it is sent, or sent whole: no
   stream is ever cut half-way through an event.
-* For every input that sse-starlette 3.7.0 accepts and this module does not
+* For every input that sse-starlette 3.7.1 accepts and this module does not
   refuse, the bytes are identical to sse-starlette's: fields in the order
   comment, id, event, data, retry; ``name: value`` with one space; each line
   ended by ``sep`` (CRLF by default) and the event by one more ``sep``.

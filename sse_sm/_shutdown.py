@@ -36,7 +36,12 @@ from typing import Any, Final, final
 
 from anyio.lowlevel import EventLoopToken, current_token
 
-__all__ = ("DrainCoordinator", "call_soon_on_loop", "drain_coordinator_for")
+__all__ = (
+    "DrainCoordinator",
+    "call_soon_on_loop",
+    "default_drain_coordinator",
+    "drain_coordinator_for",
+)
 
 logger = logging.getLogger("sse_sm.shutdown")
 
@@ -243,6 +248,31 @@ def drain_coordinator_for(app: object) -> DrainCoordinator:
                 setattr(state, STATE_ATTRIBUTE, coordinator)
     if not isinstance(coordinator, DrainCoordinator):
         raise TypeError(f"app.state.{STATE_ATTRIBUTE} is a {type(coordinator).__name__}")
+    return coordinator
+
+
+_default_coordinator: DrainCoordinator | None = None
+
+
+def default_drain_coordinator() -> DrainCoordinator:
+    """The process's coordinator for streams that have no app of their own.
+
+    A response finds its coordinator in this order: the ``drain_coordinator=``
+    it was given; the one of the app in its ASGI scope (``scope["app"]``, when
+    that app has a ``.state``, as Starlette and FastAPI apps do); else this
+    one.  So a response awaited as raw ASGI, under a bare
+    ``starlette.routing.Router`` or from another framework is drained like
+    any other: by a server's SIGINT/SIGTERM (it is ``automatic``), by
+    ``AppStatus.should_exit = True`` and by :meth:`DrainCoordinator.request_drain`
+    on it.  Created on first use; the same object for the life of the process.
+    """
+    global _default_coordinator
+    coordinator = _default_coordinator
+    if coordinator is None:
+        with _creation_lock:
+            coordinator = _default_coordinator
+            if coordinator is None:
+                coordinator = _default_coordinator = DrainCoordinator()
     return coordinator
 
 

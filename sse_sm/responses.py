@@ -1,6 +1,6 @@
 """``EventSourceResponse``: the Starlette response users return from an endpoint.
 
-It takes every argument of sse-starlette 3.7.0 with the same meaning, so code
+It takes every argument of sse-starlette 3.7.1 with the same meaning, so code
 migrates by changing one import line.  The response itself is thin: it
 validates its arguments, builds the headers, and hands the connection to the
 driver (``_connection.py``), whose state machine it exposes read-only.
@@ -32,7 +32,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from ._connection import Connection, StreamSettings
 from ._events import DEFAULT_SEPARATOR, ServerSentEvent, validate_sep
-from ._shutdown import DrainCoordinator, drain_coordinator_for
+from ._shutdown import DrainCoordinator, default_drain_coordinator, drain_coordinator_for
 from ._sources import ClosableSource, open_source
 from ._state import CloseReason, State, StateMachine, Transition, Trigger
 
@@ -146,7 +146,9 @@ class EventSourceResponse(Response):
             means no bound.
         on_transition: called with each :class:`Transition` as it happens.
         drain_coordinator: where drain requests come from; by default the one
-            of the Starlette app serving the request (``scope["app"]``).  A
+            of the Starlette app serving the request (``scope["app"]``), or
+            the process's :func:`default_drain_coordinator` when the scope
+            has no such app (raw ASGI, a bare Router, another framework).  A
             server's SIGINT/SIGTERM drains it automatically unless its
             ``automatic`` is False.
         farewell_factory: builds the last event (a ServerSentEvent, dict or
@@ -306,12 +308,13 @@ class EventSourceResponse(Response):
             return [(k, v) for k, v in self.raw_headers if k != b"connection"]
         return self.raw_headers
 
-    def _coordinator_for(self, scope: Scope) -> DrainCoordinator | None:
+    def _coordinator_for(self, scope: Scope) -> DrainCoordinator:
+        """The explicit coordinator, else the scope's app's, else the process default."""
         if self._drain_coordinator is not None:
             return self._drain_coordinator
         app = scope.get("app")
         if app is None or getattr(app, "state", None) is None:
-            return None
+            return default_drain_coordinator()
         return drain_coordinator_for(app)
 
     def __call__(self, scope: Scope, receive: Receive, send: Send) -> Coroutine[Any, Any, None]:
