@@ -2,7 +2,7 @@
 
 Each endpoint below is written once, the way sse-starlette users write it, in a
 helper that takes the library's classes as parameters.  Each test builds the
-endpoint with sse_sm's classes and with sse-starlette 3.7.0's, serves both
+endpoint with sse_sm's classes and with sse-starlette 3.7.1's, serves both
 through a Starlette app with the same in-process client, and requires the same
 status, the same headers and the same body bytes.  The streams are finite and
 end by themselves, and pings are disabled, outside the timeline or collapsed,

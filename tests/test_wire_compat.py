@@ -1,4 +1,4 @@
-"""Byte-for-byte compatibility with sse-starlette 3.7.0, and its deliberate exceptions.
+"""Byte-for-byte compatibility with sse-starlette 3.7.1, and its deliberate exceptions.
 
 For every input that sse-starlette accepts and ``sse_sm`` does not refuse, the
 two encoders must write the same bytes.  The divergences are listed at the end,
