@@ -51,7 +51,7 @@ from ._fairness import FAIRNESS_EVENTS, FAIRNESS_SLICE
 from ._server_shutdown import follow_server_shutdown
 from ._shutdown import DrainCoordinator
 from ._sources import ClosableSource
-from ._state import CLEAN_END_REASONS, CloseReason, State, StateMachine, Trigger
+from ._state import CLEAN_END_REASONS, Arc, CloseReason, State, StateMachine, Trigger
 
 __all__ = ("Connection", "StreamSettings", "loop_clock")
 
@@ -135,6 +135,8 @@ class Connection:
     """
 
     __slots__ = (
+        "_client_left",
+        "_client_stopped_reading",
         "_clock",
         "_disconnect",
         "_error",
@@ -142,7 +144,6 @@ class Connection:
         "_last_send_at",
         "_machine",
         "_open",
-        "_peer_gone",
         "_ping_in_flight",
         "_receive",
         "_scope",
@@ -191,8 +192,14 @@ class Connection:
         self.unflushed_events = 0
         self._ping_in_flight: anyio.Event | None = None
         self._error: BaseException | None = None
+        #: The farewell was sent or given up: it goes out at most once (a drain
+        #: and a cancellation may both reach it).
         self._farewell_done = False
-        self._peer_gone = False
+        #: A disconnect was received: nothing more is sent to this client.
+        self._client_left = False
+        #: The client stopped reading (a farewell overdue without a
+        #: send_timeout): nothing more is sent, the final body would only block.
+        self._client_stopped_reading = False
         #: Set once a close of the source has begun; others wait for it.
         self._source_closing: anyio.Event | None = None
         self.bytes_sent = 0
@@ -306,8 +313,7 @@ class Connection:
             await self._send(self._start_message)
         except OSError as exc:
             self._sending = False
-            if self._open:
-                self._fire(Trigger.DISCONNECTED, f"sending the headers raised {exc!r}")
+            self._fire(Trigger.DISCONNECTED, f"sending the headers raised {exc!r}")
             return False
         self._sending = False
         if not self._open:
@@ -385,8 +391,7 @@ class Connection:
                         await send({"type": "http.response.body", "body": frame, "more_body": True})
                     except OSError as exc:
                         self._sending = False
-                        if self._open:
-                            self._fire(Trigger.DISCONNECTED, f"send raised {exc!r}")
+                        self._fire(Trigger.DISCONNECTED, f"send raised {exc!r}")
                         break
                     self._sending = False
                     self.bytes_sent += len(frame)
@@ -404,8 +409,7 @@ class Connection:
                         yield_at = clock() + FAIRNESS_SLICE
                         budget = FAIRNESS_EVENTS
             except SlowConsumerError as exc:
-                if self._open:
-                    self._fire(Trigger.FELL_BEHIND, str(exc) or "the subscriber fell behind")
+                self._fire(Trigger.FELL_BEHIND, str(exc) or "the subscriber fell behind")
             except anyio.get_cancelled_exc_class():
                 raise
             except BaseException as exc:  # any type: the connection still ends CLOSED
@@ -477,7 +481,7 @@ class Connection:
         send that takes longer than ``bound`` with reason ``send_timeout`` if
         one is set, else it is dropped and nothing more is sent.
         """
-        if self._farewell_done or self._peer_gone:
+        if self._farewell_done or self._client_left:
             return
         self._farewell_done = True
         settings = self._settings
@@ -500,23 +504,19 @@ class Connection:
             try:
                 await self._send({"type": "http.response.body", "body": frame, "more_body": True})
             except OSError as exc:
-                if self._open:
-                    self._fire(Trigger.DISCONNECTED, f"sending the farewell raised {exc!r}")
+                self._fire(Trigger.DISCONNECTED, f"sending the farewell raised {exc!r}")
                 return
             finally:
                 self._sending = False
         if scope.cancelled_caught:
             if settings.send_timeout is not None:
-                if self._open:
-                    self._fire(
-                        Trigger.SEND_TIMED_OUT, f"the farewell was not sent within {bound} s"
-                    )
+                self._fire(Trigger.SEND_TIMED_OUT, f"the farewell was not sent within {bound} s")
             else:
                 # No send_timeout was asked for, so this is no send timeout:
                 # the drain goes on, but a client that does not read gets
                 # nothing more (the final body would only block as long).
                 logger.debug("the farewell was not sent within %s s; dropped", bound)
-                self._peer_gone = True
+                self._client_stopped_reading = True
             return
         self.bytes_sent += len(frame)
         if self._open:
@@ -525,9 +525,8 @@ class Connection:
     def _drain(self, reason: str) -> None:
         """Called on the loop by the coordinator: enter DRAINING and start the grace."""
         state = self._machine.state
-        if state is State.CLOSED:
-            return
-        self._fire(Trigger.SHUTDOWN_REQUESTED, reason)
+        if self._fire(Trigger.SHUTDOWN_REQUESTED, reason) is None:
+            return  # the stream closed before the request reached it
         if state is State.STREAMING:
             settings = self._settings
             if settings.shutdown_event is not None:
@@ -565,11 +564,11 @@ class Connection:
                     message = await receive()
                 if not waiting.cancelled_caught:
                     if message["type"] in _DISCONNECT_TYPES:
-                        self._peer_gone = True
-                        if machine.state is not State.CLOSED:
-                            self._disconnect = message
-                            self._fire(Trigger.DISCONNECTED, _CLIENT_SENT[message["type"]])
-                            self._cancel_scope()
+                        self._client_left = True
+                        self._disconnect = message
+                        self._close_from_watcher(
+                            Trigger.DISCONNECTED, _CLIENT_SENT[message["type"]]
+                        )
                         break
                     continue
                 if machine.state is State.CLOSED:
@@ -625,19 +624,15 @@ class Connection:
             return False
         self._last_send_at = self._clock()
         self.bytes_sent += len(frame)
-        # The pump may have closed the connection while this ping was in flight.
-        if self._machine.state is State.CLOSED:
-            return False
-        self._fire(Trigger.PING_SENT)
-        return True
+        # Dropped (False) if the pump closed the connection while the ping was in flight.
+        return self._fire(Trigger.PING_SENT) is not None
 
     def _time_out(self, reason: str) -> None:
         self._close_from_watcher(Trigger.SEND_TIMED_OUT, reason)
 
     def _close_from_watcher(self, trigger: Trigger, reason: str) -> None:
-        """Close on the watcher's finding, unless the pump closed the connection first."""
-        if self._machine.state is not State.CLOSED:
-            self._fire(trigger, reason)
+        """Close on the watcher's finding (a late report if the pump closed first)."""
+        self._fire(trigger, reason)
         self._cancel_scope()
 
     def _cancel_scope(self) -> None:
@@ -663,10 +658,18 @@ class Connection:
 
     # ---------------------------------------------------------------- CLOSED
 
-    def _fire(self, trigger: Trigger, reason: str = "") -> None:
-        """Fire ``trigger``, after handing the pump's tally of events to the machine."""
+    def _fire(self, trigger: Trigger, reason: str = "") -> Arc | None:
+        """Report ``trigger`` to the machine, after handing it the pump's tally of events.
+
+        Returns the arc taken, or ``None`` for a late report the machine
+        dropped (:data:`~sse_sm._state.LATE_REPORTS`): the close that won
+        stands.
+        """
         self._flush_events()
         arc = self._machine.fire(trigger, reason)
+        if arc is None:
+            logger.debug("late %s dropped: already closed (%s)", trigger.name, reason)
+            return None
         self._open = arc.target is not State.CLOSED
         if arc.target is not arc.source and transition_logger.isEnabledFor(logging.DEBUG):
             transition_logger.debug(
@@ -677,6 +680,7 @@ class Connection:
                 arc.target.name,
                 reason,
             )
+        return arc
 
     def _flush_events(self) -> None:
         if self.unflushed_events:
@@ -698,20 +702,23 @@ class Connection:
         failing as the client leaves, a client-close handler that raises) is
         logged with its traceback instead.
         """
-        machine = self._machine
-        if machine.state is State.CLOSED:
+        if self._fire(Trigger.FAILED, repr(exc)) is None:
+            reason = self._machine.close_reason
             logger.error(
                 "raised after the connection closed (%s)",
-                None if machine.close_reason is None else machine.close_reason.value,
+                None if reason is None else reason.value,
                 exc_info=exc,
             )
             return
         self._error = exc
-        self._fire(Trigger.FAILED, repr(exc))
 
     async def _send_final_body(self, *, bound: float | None) -> None:
         """End the response cleanly if the close reason says the peer still listens."""
-        if self._machine.close_reason not in CLEAN_END_REASONS or self._peer_gone:
+        if (
+            self._machine.close_reason not in CLEAN_END_REASONS
+            or self._client_left
+            or self._client_stopped_reading
+        ):
             # Nothing is sent to a client known to have left, even when the
             # connection closed for another reason a moment before.
             return

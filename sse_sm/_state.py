@@ -4,9 +4,11 @@ Two rules hold in this module:
 
 1. Every legal transition is one row of :data:`TRANSITIONS`.  Nothing else in
    the package changes a connection's state; the driver reports what happened
-   (a :class:`Trigger`) and the table decides what state follows.  A pair that
-   is not in the table is a bug and raises :class:`TransitionError`, leaving
-   the state unchanged.
+   (a :class:`Trigger`) and the table decides what state follows.  The one
+   other rule is :data:`LATE_REPORTS`: the facts that may still be detected
+   after the connection closed (they raced the close), which the machine
+   drops in ``CLOSED``.  Any other pair that is not in the table is a bug and
+   raises :class:`TransitionError`, leaving the state unchanged.
 2. This module knows nothing about anyio, ASGI, Starlette or the event loop.
    Time comes in through an injected clock, so the same machine runs under a
    real clock, trio's ``MockClock`` and plain unit tests.
@@ -46,6 +48,7 @@ from typing import Final, final
 
 __all__ = (
     "CLEAN_END_REASONS",
+    "LATE_REPORTS",
     "TRANSITIONS",
     "Arc",
     "CloseReason",
@@ -199,6 +202,27 @@ TRANSITIONS: Final[tuple[Arc, ...]] = (
 #: The initial state of every machine.
 INITIAL_STATE: Final = State.OPEN
 
+#: Reports that may reach a ``CLOSED`` machine, and are dropped there.
+#:
+#: Each is a fact detected by another task than the one that closed the
+#: connection, or at a moment that raced the close: the client's disconnect
+#: arriving after the source ended; a send found overdue, a ping completing,
+#: or an exception raised, while the other task was closing; a drain request
+#: already scheduled on the loop when the stream closed; a subscription that
+#: gave up on its subscriber in the instant the client left.  The close that won
+#: stands: its reason is the connection's.  Any trigger not listed here, fired
+#: in ``CLOSED``, is a bug (:class:`TransitionError`).
+LATE_REPORTS: Final[frozenset[Trigger]] = frozenset(
+    {
+        Trigger.DISCONNECTED,
+        Trigger.SEND_TIMED_OUT,
+        Trigger.FAILED,
+        Trigger.PING_SENT,
+        Trigger.SHUTDOWN_REQUESTED,
+        Trigger.FELL_BEHIND,
+    }
+)
+
 
 def _index(rows: Iterable[Arc]) -> Mapping[State, Mapping[Trigger, Arc]]:
     """Group the rows by source state, refusing duplicates and malformed rows."""
@@ -351,14 +375,20 @@ class StateMachine:
         """Call ``listener`` synchronously after every change of state."""
         self._listeners.append(listener)
 
-    def fire(self, trigger: Trigger, reason: str = "") -> Arc:
+    def fire(self, trigger: Trigger, reason: str = "") -> Arc | None:
         """Take the arc for ``trigger`` from the current state and return it.
 
+        Returns ``None``, and changes nothing, for a report in
+        :data:`LATE_REPORTS` that reaches a ``CLOSED`` machine.
+
         Raises:
-            TransitionError: no row exists; the state is unchanged.
+            TransitionError: no row exists and the report is not a late one;
+                the state is unchanged.
         """
         arc = self._arcs.get(trigger)
         if arc is None:
+            if self._state is State.CLOSED and trigger in LATE_REPORTS:
+                return None
             raise TransitionError(self._state, trigger)
         if arc.target is self._state:
             self._loop_counts[trigger] = self._loop_counts.get(trigger, 0) + 1

@@ -18,7 +18,7 @@ from sse_sm import (
     TransitionError,
     Trigger,
 )
-from sse_sm._state import CLEAN_END_REASONS, INITIAL_STATE, Arc, _index
+from sse_sm._state import CLEAN_END_REASONS, INITIAL_STATE, LATE_REPORTS, Arc, _index
 
 LEGAL = {(arc.source, arc.trigger): arc for arc in TRANSITIONS}
 
@@ -52,7 +52,12 @@ def test_every_pair_follows_the_table_or_raises_unchanged(state: State, trigger:
     machine = machine_in(state)
     history_before = machine.history
     arc = LEGAL.get((state, trigger))
-    if arc is None:
+    if arc is None and state is State.CLOSED and trigger in LATE_REPORTS:
+        assert machine.fire(trigger, "raced the close") is None
+        assert machine.state is State.CLOSED
+        assert machine.history == history_before
+        assert machine.close_reason is CloseReason.COMPLETED
+    elif arc is None:
         with pytest.raises(TransitionError) as caught:
             machine.fire(trigger, "should not happen")
         assert caught.value.state is state
@@ -66,8 +71,56 @@ def test_every_pair_follows_the_table_or_raises_unchanged(state: State, trigger:
         assert machine.allows(trigger) or arc.target is not state
 
 
+def _name(value: object) -> str:
+    return str(getattr(value, "name", value))
+
+
 def test_closed_has_no_outgoing_rows() -> None:
     assert not [arc for arc in TRANSITIONS if arc.source is State.CLOSED]
+
+
+@pytest.mark.parametrize("trigger", sorted(LATE_REPORTS, key=_name), ids=_name)
+@pytest.mark.parametrize(
+    "reason",
+    [CloseReason.COMPLETED, CloseReason.CLIENT_DISCONNECTED, CloseReason.ERROR],
+    ids=_name,
+)
+def test_a_late_report_leaves_a_closed_machine_as_it_was(
+    trigger: Trigger, reason: CloseReason
+) -> None:
+    """Whichever close won, a report that raced it changes nothing and calls no listener."""
+    closing = {
+        CloseReason.COMPLETED: Trigger.SOURCE_EXHAUSTED,
+        CloseReason.CLIENT_DISCONNECTED: Trigger.DISCONNECTED,
+        CloseReason.ERROR: Trigger.FAILED,
+    }[reason]
+    machine = machine_in(State.STREAMING)
+    machine.fire(closing, "the close that won")
+    seen: list[Transition] = []
+    machine.add_listener(seen.append)
+    history = machine.history
+    counts = {t: machine.count(t) for t in Trigger}
+    assert machine.fire(trigger, "late") is None
+    assert machine.state is State.CLOSED
+    assert machine.close_reason is reason
+    assert machine.history == history
+    assert {t: machine.count(t) for t in Trigger} == counts
+    assert seen == []
+
+
+@pytest.mark.parametrize("trigger", sorted(set(Trigger) - LATE_REPORTS, key=_name), ids=_name)
+def test_any_other_report_after_the_close_is_a_bug(trigger: Trigger) -> None:
+    machine = machine_in(State.CLOSED)
+    with pytest.raises(TransitionError, match=f"{trigger.name} in state CLOSED"):
+        machine.fire(trigger)
+
+
+def test_late_reports_are_only_facts_another_task_can_detect() -> None:
+    """The rule covers reports that can race a close, never the machine's own steps."""
+    assert {arc.trigger for arc in TRANSITIONS} >= LATE_REPORTS
+    assert Trigger.STARTED not in LATE_REPORTS
+    assert Trigger.HEAD_ANSWERED not in LATE_REPORTS
+    assert Trigger.CANCELLED not in LATE_REPORTS
     machine = machine_in(State.CLOSED)
     for trigger in Trigger:
         assert not machine.allows(trigger)
@@ -188,7 +241,9 @@ def test_random_trigger_sequences_follow_the_table_or_raise_without_change(
     state = machine.state
     for trigger in triggers:
         arc = LEGAL.get((state, trigger))
-        if arc is None:
+        if arc is None and state is State.CLOSED and trigger in LATE_REPORTS:
+            assert machine.fire(trigger) is None
+        elif arc is None:
             with pytest.raises(TransitionError):
                 machine.fire(trigger)
         else:
@@ -219,9 +274,14 @@ class MachineModel(RuleBasedStateMachine):
             arc = self.machine.fire(trigger)
         except TransitionError:
             assert (before, trigger) not in LEGAL
+            assert not (before is State.CLOSED and trigger in LATE_REPORTS)
             assert self.machine.state is before
         else:
-            assert arc is LEGAL[(before, trigger)]
+            if arc is None:
+                assert before is State.CLOSED
+                assert trigger in LATE_REPORTS
+            else:
+                assert arc is LEGAL[(before, trigger)]
 
     @invariant()
     def closed_absorbs(self) -> None:
