@@ -33,7 +33,6 @@ This is the only module that does I/O.  Its invariants:
 from __future__ import annotations
 
 import logging
-import math
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -45,6 +44,7 @@ import anyio
 import anyio.lowlevel
 from starlette.types import Message, Receive, Send
 
+from ._deadlines import Due, due, next_wake
 from ._events import ServerSentEvent, encode_item
 from ._exceptions import SendTimeoutError, SlowConsumerError
 from ._fairness import FAIRNESS_EVENTS, FAIRNESS_SLICE
@@ -552,14 +552,13 @@ class Connection:
         send_timeout = settings.send_timeout
         try:
             while True:
-                now = clock()
-                wake_at = math.inf
-                if interval > 0:
-                    # A send in progress is traffic: look again a full interval later.
-                    wake_at = (now if self._sending else self._last_send_at) + interval
-                if send_timeout is not None:
-                    check_at = (self._last_send_at if self._sending else now) + send_timeout
-                    wake_at = min(wake_at, check_at)
+                wake_at = next_wake(
+                    clock(),
+                    last_send_at=self._last_send_at,
+                    sending=self._sending,
+                    ping_interval=interval,
+                    send_timeout=send_timeout,
+                )
                 with anyio.CancelScope(deadline=wake_at) as waiting:
                     message = await receive()
                 if not waiting.cancelled_caught:
@@ -573,19 +572,18 @@ class Connection:
                     continue
                 if machine.state is State.CLOSED:
                     break
-                now = clock()
-                if (
-                    send_timeout is not None
-                    and self._sending
-                    and now - self._last_send_at >= send_timeout
-                ):
+                found = due(
+                    clock(),
+                    last_send_at=self._last_send_at,
+                    sending=self._sending,
+                    ping_interval=interval,
+                    send_timeout=send_timeout,
+                )
+                if found is Due.SEND_OVERDUE:
                     what = "headers" if machine.state is State.OPEN else "an event"
                     self._time_out(f"{what} not sent within {send_timeout} s")
                     break
-                ping_due = (
-                    interval > 0 and not self._sending and now - self._last_send_at >= interval
-                )
-                if ping_due and not await self._send_ping():
+                if found is Due.PING and not await self._send_ping():
                     break
         except anyio.get_cancelled_exc_class():
             raise

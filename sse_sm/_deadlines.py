@@ -1,0 +1,67 @@
+"""The watcher's deadline arithmetic, as pure functions of the clock and two facts.
+
+The watcher (``_connection.Connection._watch``) sleeps in ``receive()`` until
+the earlier of two deadlines, then decides what is due.  Both steps depend
+only on the current time, when the last send started, whether a send is in
+progress, and the two settings, so they live here, with no event loop, and are
+tested as plain arithmetic.
+
+* **Ping.**  A ping is due ``ping_interval`` seconds after the last traffic.
+  A send in progress *is* traffic: while one runs, look again a full interval
+  from now, and never ping over it.
+* **Send timeout.**  While a send runs, it is overdue ``send_timeout`` seconds
+  after it started.  While none runs, the earliest a send could become
+  overdue is ``send_timeout`` from now, so that is when to look again.
+
+``math.inf`` means "no deadline" (pings off and no send timeout).
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+
+__all__ = ("Due", "due", "next_wake")
+
+
+class Due(enum.Enum):
+    """What the watcher found due when its deadline passed."""
+
+    NOTHING = "nothing"
+    SEND_OVERDUE = "send_overdue"
+    PING = "ping"
+
+
+def next_wake(
+    now: float,
+    *,
+    last_send_at: float,
+    sending: bool,
+    ping_interval: float,
+    send_timeout: float | None,
+) -> float:
+    """When the watcher should next look, in the clock's time (``inf``: never)."""
+    wake_at = math.inf
+    if ping_interval > 0:
+        wake_at = (now if sending else last_send_at) + ping_interval
+    if send_timeout is not None:
+        wake_at = min(wake_at, (last_send_at if sending else now) + send_timeout)
+    return wake_at
+
+
+def due(
+    now: float,
+    *,
+    last_send_at: float,
+    sending: bool,
+    ping_interval: float,
+    send_timeout: float | None,
+) -> Due:
+    """What is due at ``now``: an overdue send wins over a ping (none while sending)."""
+    if sending:
+        if send_timeout is not None and now - last_send_at >= send_timeout:
+            return Due.SEND_OVERDUE
+        return Due.NOTHING
+    if ping_interval > 0 and now - last_send_at >= ping_interval:
+        return Due.PING
+    return Due.NOTHING
