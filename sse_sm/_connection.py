@@ -32,6 +32,7 @@ This is the only module that does I/O.  Its invariants:
 
 from __future__ import annotations
 
+import enum
 import logging
 import random
 import time
@@ -70,6 +71,22 @@ _DISCONNECT_TYPES: Final = frozenset({"http.disconnect", "websocket.disconnect"}
 _CLIENT_SENT: Final = {kind: f"client sent {kind}" for kind in _DISCONNECT_TYPES}
 #: STARTED's reason for the usual status, one string for every connection.
 _STATUS_200: Final = "status 200"
+
+
+class _Sent(enum.Enum):
+    """How a bounded send ended, when it did not raise (see ``_send_bounded``)."""
+
+    SENT = "sent"
+    OVERDUE = "overdue"
+
+
+_SENT: Final = _Sent.SENT
+_OVERDUE: Final = _Sent.OVERDUE
+
+
+def _body(frame: bytes, *, more_body: bool) -> Message:
+    """A fresh body message: middleware may change a message in place, so none is shared."""
+    return {"type": "http.response.body", "body": frame, "more_body": more_body}
 
 
 def _is_stock_asyncio_loop_time(method: object) -> bool:
@@ -272,23 +289,22 @@ class Connection:
         machine.require(Trigger.HEAD_ANSWERED)
         self._clock = loop_clock()
         machine.use_clock(self._clock)
+        timeout = self._settings.send_timeout
         try:
             try:
-                with anyio.move_on_after(self._settings.send_timeout) as scope:
-                    await self._send(self._start_message)
-                    await self._send(
-                        {"type": "http.response.body", "body": b"", "more_body": False}
-                    )
-            except OSError as exc:
-                self._fire(Trigger.DISCONNECTED, f"send raised {exc!r}")
-            except Exception as exc:
-                self._fail(exc)
+                outcome = await self._send_bounded(self._start_message, timeout)
+                if outcome is _SENT:
+                    outcome = await self._send_bounded(_body(b"", more_body=False), timeout)
             except anyio.get_cancelled_exc_class():
                 self._fire(Trigger.CANCELLED, "the connection's task was cancelled")
                 raise
+            except BaseException as exc:  # any type: the connection still ends CLOSED
+                self._fail(exc)
             else:
-                if scope.cancelled_caught:
-                    reason = f"HEAD response not sent within {self._settings.send_timeout} s"
+                if isinstance(outcome, OSError):
+                    self._fire(Trigger.DISCONNECTED, f"send raised {outcome!r}")
+                elif outcome is _OVERDUE:
+                    reason = f"HEAD response not sent within {timeout} s"
                     self._fire(Trigger.SEND_TIMED_OUT, reason)
                 else:
                     self._fire(Trigger.HEAD_ANSWERED, "HEAD: headers only")
@@ -494,21 +510,11 @@ class Connection:
             return
         if frame is None:
             return
-        with anyio.move_on_after(bound) as scope:
-            while self._ping_in_flight is not None:
-                await self._ping_in_flight.wait()
-            if not self._open:
-                return
-            self._sending = True
-            self._last_send_at = self._clock()
-            try:
-                await self._send({"type": "http.response.body", "body": frame, "more_body": True})
-            except OSError as exc:
-                self._fire(Trigger.DISCONNECTED, f"sending the farewell raised {exc!r}")
-                return
-            finally:
-                self._sending = False
-        if scope.cancelled_caught:
+        outcome = await self._send_bounded(_body(frame, more_body=True), bound)
+        if isinstance(outcome, OSError):
+            self._fire(Trigger.DISCONNECTED, f"sending the farewell raised {outcome!r}")
+            return
+        if outcome is _OVERDUE:
             if settings.send_timeout is not None:
                 self._fire(Trigger.SEND_TIMED_OUT, f"the farewell was not sent within {bound} s")
             else:
@@ -519,8 +525,7 @@ class Connection:
                 self._client_stopped_reading = True
             return
         self.bytes_sent += len(frame)
-        if self._open:
-            self.unflushed_events += 1  # an EVENT_SENT self-loop, like any event
+        self.unflushed_events += 1  # an EVENT_SENT self-loop (DRAINING), like any event
 
     def _drain(self, reason: str) -> None:
         """Called on the loop by the coordinator: enter DRAINING and start the grace."""
@@ -609,15 +614,14 @@ class Connection:
         done = anyio.Event()
         self._ping_in_flight = done
         try:
-            with anyio.move_on_after(settings.send_timeout) as scope:
-                await self._send({"type": "http.response.body", "body": frame, "more_body": True})
-        except OSError as exc:
-            self._close_from_watcher(Trigger.DISCONNECTED, f"sending a ping raised {exc!r}")
-            return False
+            outcome = await self._send_bounded(_body(frame, more_body=True), settings.send_timeout)
         finally:
             self._ping_in_flight = None
             done.set()
-        if scope.cancelled_caught:
+        if isinstance(outcome, OSError):
+            self._close_from_watcher(Trigger.DISCONNECTED, f"sending a ping raised {outcome!r}")
+            return False
+        if outcome is _OVERDUE:
             self._time_out(f"a ping was not sent within {settings.send_timeout} s")
             return False
         self._last_send_at = self._clock()
@@ -720,15 +724,32 @@ class Connection:
             # Nothing is sent to a client known to have left, even when the
             # connection closed for another reason a moment before.
             return
-        with anyio.move_on_after(bound, shield=True) as scope:
-            while self._ping_in_flight is not None:
-                await self._ping_in_flight.wait()
-            try:
-                await self._send({"type": "http.response.body", "body": b"", "more_body": False})
-            except OSError:
-                logger.debug("the client left before the final empty body")
-        if scope.cancelled_caught:
+        # Shielded: it must go out even while this task is being cancelled.
+        outcome = await self._send_bounded(_body(b"", more_body=False), bound, shield=True)
+        if isinstance(outcome, OSError):
+            logger.debug("the client left before the final empty body")
+        elif outcome is _OVERDUE:
             logger.debug("the final empty body was not sent within %s s", bound)
+
+    async def _send_bounded(
+        self, message: Message, bound: float | None, *, shield: bool = False
+    ) -> _Sent | OSError:
+        """Send one message within ``bound`` seconds (``None``: no bound).
+
+        The one way every send but the pump's is bounded: the HEAD answer,
+        pings, the farewell and the final body.  (The pump's headers and
+        events get no scope of their own, for speed: the watcher times them.)
+        Returns ``_SENT``, ``_OVERDUE`` (the bound passed and the send was
+        cancelled), or the ``OSError`` that said the client is gone; any other
+        exception propagates.  With ``shield`` an outside cancellation waits
+        for it, still within ``bound``.
+        """
+        with anyio.move_on_after(bound, shield=shield) as scope:
+            try:
+                await self._send(message)
+            except OSError as exc:
+                return exc
+        return _OVERDUE if scope.cancelled_caught else _SENT
 
     async def _close_source(self) -> None:
         """Close the source, shielded and bounded by ``cleanup_timeout``."""

@@ -284,3 +284,21 @@ async def test_a_failing_coordinator_registration_closes_with_error(
         await response(http_scope(), never_receive, send)
     assert response.close_reason is CloseReason.ERROR
     assert source.closed
+
+
+@pytest.mark.parametrize("make", _exceptions())
+async def test_a_head_answer_whose_send_raises_any_base_exception_closes_with_error(
+    make: Callable[[], BaseException],
+) -> None:
+    exc = make()
+    source = _Closable()
+
+    async def send(message: Message) -> None:
+        raise exc
+
+    response = EventSourceResponse(source)
+    with anyio.fail_after(5), pytest.raises(type(exc)) as raised:
+        await response(http_scope("HEAD"), never_receive, send)
+    assert raised.value is exc
+    assert response.close_reason is CloseReason.ERROR
+    assert source.closed

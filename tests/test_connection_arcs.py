@@ -269,6 +269,10 @@ async def test_streaming_to_draining_on_shutdown_requested() -> None:
             assert (await sse.next_event()).data == "hello"
             coordinator.request_drain("deploy")
             farewell = await sse.next_event()
+            # Stay for the end: a client that leaves right after the last
+            # event may beat the close (a late SOURCE_EXHAUSTED would lose to
+            # its DISCONNECTED, which is right, but not this arc).
+            await sse.wait_finished()
     assert farewell.event == "farewell"
     assert_path(
         endpoint.resp, Trigger.STARTED, Trigger.SHUTDOWN_REQUESTED, Trigger.SOURCE_EXHAUSTED

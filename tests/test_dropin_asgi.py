@@ -309,3 +309,22 @@ async def test_a_stream_cancelled_from_outside_still_ends_its_body() -> None:
             tasks.cancel_scope.cancel()
     assert response.close_reason is CloseReason.CANCELLED
     assert sent[-1] == {"type": "http.response.body", "body": b"", "more_body": False}
+
+
+async def test_a_message_changed_in_place_by_middleware_reaches_no_other_stream() -> None:
+    """Middleware may rewrite a message dict in place (a compressor replaces the
+    body); every message a response sends must be its own."""
+
+    async def rewriting_send(message: Message) -> None:
+        if message["type"] == "http.response.body":
+            message["body"] = b"rewritten"
+
+    for method in ("GET", "HEAD"):
+        first = EventSourceResponse(_three(), ping=0)
+        with anyio.fail_after(5):
+            await first(http_scope(method), never_receive, rewriting_send)
+        sent, send = _collect()
+        second = EventSourceResponse(_three(), ping=0)
+        with anyio.fail_after(5):
+            await second(http_scope(method), never_receive, send)
+        assert sent[-1] == {"type": "http.response.body", "body": b"", "more_body": False}
