@@ -21,6 +21,8 @@ from ._events import ServerSentEvent as ServerSentEvent
 from ._events import ensure_bytes as ensure_bytes
 from ._exceptions import SendTimeoutError as SendTimeoutError
 from ._exceptions import SlowConsumerError as SlowConsumerError
+from ._exceptions import SseSmError as SseSmError
+from ._exceptions import TransitionError as TransitionError
 from ._hub import Hub as Hub
 from ._hub_backend import HubBackend as HubBackend
 from ._hub_backend import MemoryBackend as MemoryBackend
@@ -47,7 +49,6 @@ from ._state import CloseReason as CloseReason
 from ._state import State as State
 from ._state import StateMachine as StateMachine
 from ._state import Transition as Transition
-from ._state import TransitionError as TransitionError
 from ._state import Trigger as Trigger
 from .responses import EventSourceResponse as EventSourceResponse
 from .responses import StreamStatistics as StreamStatistics
@@ -58,6 +59,7 @@ __all__ = (
     "EventSourceResponse",
     "ServerSentEvent",
     "JSONServerSentEvent",
+    "SseSmError",
     "SendTimeoutError",
     "SlowConsumerError",
     "ensure_bytes",

@@ -47,7 +47,7 @@ from starlette.types import Message, Receive, Send
 
 from ._deadlines import Due, due, next_wake
 from ._events import ServerSentEvent, encode_item
-from ._exceptions import SendTimeoutError, SlowConsumerError
+from ._exceptions import SendTimeoutError, SlowConsumerError, TransitionError
 from ._fairness import FAIRNESS_EVENTS, FAIRNESS_SLICE
 from ._server_shutdown import follow_server_shutdown
 from ._shutdown import DrainCoordinator
@@ -235,9 +235,10 @@ class Connection:
                 with reason ``error``).
         """
         machine = self._machine
-        machine.require(Trigger.STARTED)
+        if not machine.allows(Trigger.STARTED):  # run twice: refused before any send
+            raise TransitionError(machine.state, Trigger.STARTED)
         self._clock = loop_clock()
-        machine.use_clock(self._clock)
+        machine._use_clock(self._clock)
         try:
             try:
                 await self._stream()
@@ -286,9 +287,10 @@ class Connection:
             Exception: what ``send`` raised, other than ``OSError``.
         """
         machine = self._machine
-        machine.require(Trigger.HEAD_ANSWERED)
+        if not machine.allows(Trigger.HEAD_ANSWERED):
+            raise TransitionError(machine.state, Trigger.HEAD_ANSWERED)
         self._clock = loop_clock()
-        machine.use_clock(self._clock)
+        machine._use_clock(self._clock)
         timeout = self._settings.send_timeout
         try:
             try:
@@ -687,7 +689,7 @@ class Connection:
     def _flush_events(self) -> None:
         if self.unflushed_events:
             count, self.unflushed_events = self.unflushed_events, 0
-            self._machine.tally(Trigger.EVENT_SENT, count)
+            self._machine._tally(Trigger.EVENT_SENT, count)
 
     def _cleanup_bound(self) -> float | None:
         """How long a shielded final send may take: send_timeout, else cleanup_timeout."""

@@ -46,6 +46,8 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Final, final
 
+from ._exceptions import TransitionError
+
 __all__ = (
     "CLEAN_END_REASONS",
     "LATE_REPORTS",
@@ -239,19 +241,6 @@ def _index(rows: Iterable[Arc]) -> Mapping[State, Mapping[Trigger, Arc]]:
 _ARCS_FROM: Final = _index(TRANSITIONS)
 
 
-class TransitionError(RuntimeError):
-    """A trigger was fired in a state whose table row does not exist.
-
-    This is always a bug in the driver (or in a hand-driven test), never a
-    condition of the network: the state is left as it was.
-    """
-
-    def __init__(self, state: State, trigger: Trigger) -> None:
-        super().__init__(f"can't handle trigger {trigger.name} in state {state.name}")
-        self.state = state
-        self.trigger = trigger
-
-
 @final
 @dataclass(frozen=True, slots=True)
 class Transition:
@@ -335,7 +324,11 @@ class StateMachine:
         """Whether ``trigger`` has a row from the current state."""
         return trigger in self._arcs
 
-    def use_clock(self, clock: Callable[[], float]) -> None:
+    # The two methods below are the driver's (``_connection.py``, the one
+    # caller), not part of the public surface: a hand-driven machine needs
+    # neither.
+
+    def _use_clock(self, clock: Callable[[], float]) -> None:
         """Switch to the event loop's clock before the first transition.
 
         The response builds its machine before any loop runs; the driver
@@ -347,7 +340,7 @@ class StateMachine:
         self._clock = clock
         self._opened_at = clock()
 
-    def tally(self, trigger: Trigger, count: int) -> None:
+    def _tally(self, trigger: Trigger, count: int) -> None:
         """Record ``count`` firings of a self-loop at once.
 
         For a driver that counts a per-event self-loop itself and reports the
@@ -361,15 +354,6 @@ class StateMachine:
         if arc is None or arc.target is not self._state:
             raise TransitionError(self._state, trigger)
         self._loop_counts[trigger] = self._loop_counts.get(trigger, 0) + count
-
-    def require(self, trigger: Trigger) -> None:
-        """Raise :class:`TransitionError` now if ``trigger`` has no row from here.
-
-        For a driver about to do I/O whose outcome it will report as
-        ``trigger``: a response run a second time is refused before it sends.
-        """
-        if trigger not in self._arcs:
-            raise TransitionError(self._state, trigger)
 
     def add_listener(self, listener: TransitionListener) -> None:
         """Call ``listener`` synchronously after every change of state."""

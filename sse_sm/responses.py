@@ -22,7 +22,7 @@ import logging
 import math
 from collections.abc import AsyncIterable, Awaitable, Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar, Final, TypeAlias
+from typing import Any, ClassVar, Final, TypeAlias, final
 
 import anyio
 from starlette.background import BackgroundTask
@@ -54,6 +54,7 @@ _HOP_BY_HOP_FORBIDDEN_VERSIONS: Final = frozenset({"2", "3"})
 _DEFAULT_HEADER_PAIRS: dict[tuple[type, str | None], tuple[tuple[bytes, bytes], ...]] = {}
 
 
+@final
 @dataclass(frozen=True, slots=True)
 class StreamStatistics:
     """A snapshot of one response's connection (trio's ``statistics()`` style)."""

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import sse_sm
 
 PACKAGE = Path(sse_sm.__file__).resolve().parent
@@ -59,3 +61,93 @@ def test_public_names_exist_and_the_package_is_typed() -> None:
     for name in sse_sm.__all__:
         assert hasattr(sse_sm, name), name
     assert (PACKAGE / "py.typed").exists()
+
+
+#: The public names, pinned: adding or removing one is a decision, made here too.
+PUBLIC_NAMES = {
+    "Arc",
+    "CloseReason",
+    "DrainCoordinator",
+    "Entry",
+    "EventSourceResponse",
+    "GAP_EVENT",
+    "Gap",
+    "GapReason",
+    "Hub",
+    "HubBackend",
+    "HubStatistics",
+    "JSONServerSentEvent",
+    "MemoryBackend",
+    "MemoryReplayStore",
+    "Replay",
+    "ReplayStatistics",
+    "ReplayStore",
+    "SendTimeoutError",
+    "ServerSentEvent",
+    "SlowConsumerError",
+    "SlowConsumerPolicy",
+    "SseSmError",
+    "State",
+    "StateMachine",
+    "StreamStatistics",
+    "Subscription",
+    "SubscriptionStatistics",
+    "TRANSITIONS",
+    "TopicStatistics",
+    "Transition",
+    "TransitionError",
+    "Trigger",
+    "default_drain_coordinator",
+    "drain_coordinator_for",
+    "ensure_bytes",
+    "last_event_id",
+}
+
+#: Public classes meant to be subclassed (sse-starlette users subclass the
+#: response and the event), and the exceptions users may refine.
+SUBCLASSABLE = {
+    "EventSourceResponse",
+    "ServerSentEvent",
+    "JSONServerSentEvent",
+    "SseSmError",
+    "SendTimeoutError",
+    "SlowConsumerError",
+    "TransitionError",
+}
+
+
+def test_the_public_names_are_pinned() -> None:
+    assert set(sse_sm.__all__) == PUBLIC_NAMES
+
+
+def _public_classes() -> list[tuple[str, type]]:
+    import enum
+    import inspect
+    from typing import Protocol
+
+    classes = []
+    for name in sse_sm.__all__:
+        obj = getattr(sse_sm, name)
+        if not inspect.isclass(obj) or issubclass(obj, enum.Enum) or name in SUBCLASSABLE:
+            continue
+        if Protocol in getattr(obj, "__mro__", ()) or getattr(obj, "_is_protocol", False):
+            continue  # an interface to implement, not a class to use
+        if issubclass(obj, tuple):
+            continue  # a NamedTuple: subclassing it changes nothing of ours
+        classes.append((name, obj))
+    return classes
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="typing.final sets __final__ from 3.11")
+def test_every_other_public_class_is_final() -> None:
+    """As trio does: a public class not designed for subclassing says so
+    (``@final``, which mypy --strict enforces on users' code too)."""
+    missing = [name for name, cls in _public_classes() if not getattr(cls, "__final__", False)]
+    assert missing == []
+
+
+def test_every_exception_derives_from_the_common_base() -> None:
+    for name in sse_sm.__all__:
+        obj = getattr(sse_sm, name)
+        if isinstance(obj, type) and issubclass(obj, BaseException):
+            assert issubclass(obj, sse_sm.SseSmError), name

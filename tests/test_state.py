@@ -298,25 +298,14 @@ class MachineModel(RuleBasedStateMachine):
 TestMachineModel = MachineModel.TestCase
 
 
-def test_require_raises_without_firing() -> None:
-    machine = machine_in(State.CLOSED)
-    with pytest.raises(TransitionError, match="STARTED in state CLOSED"):
-        machine.require(Trigger.STARTED)
-    assert machine.state is State.CLOSED
-    fresh = StateMachine()
-    fresh.require(Trigger.STARTED)
-    assert fresh.state is State.OPEN
-    assert fresh.history == ()
-
-
 def test_tally_counts_self_loops_in_the_current_state_only() -> None:
     machine = machine_in(State.STREAMING)
-    machine.tally(Trigger.EVENT_SENT, 40)
+    machine._tally(Trigger.EVENT_SENT, 40)
     machine.fire(Trigger.EVENT_SENT)
     assert machine.count(Trigger.EVENT_SENT) == 41
     with pytest.raises(TransitionError):
-        machine.tally(Trigger.SHUTDOWN_REQUESTED, 1)  # a change of state, not a self-loop
+        machine._tally(Trigger.SHUTDOWN_REQUESTED, 1)  # a change of state, not a self-loop
     machine.fire(Trigger.SOURCE_EXHAUSTED)
     with pytest.raises(TransitionError):
-        machine.tally(Trigger.EVENT_SENT, 1)
+        machine._tally(Trigger.EVENT_SENT, 1)
     assert machine.count(Trigger.EVENT_SENT) == 41
