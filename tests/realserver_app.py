@@ -82,6 +82,10 @@ _CLOSE_REASONS: Final = {
     if arc.close_reason is not None
 }
 
+#: ``SSE_SM_TRACE_TRANSITIONS=1`` prints every transition, not only the close
+#: (to diagnose a deployment from its log).
+_TRACE: Final = os.environ.get("SSE_SM_TRACE_TRANSITIONS") == "1"
+
 #: What each tagged stream recorded; written from the event loop and, for
 #: ``/sync``, from a worker thread.
 _records: dict[str, dict[str, object]] = {}
@@ -98,6 +102,14 @@ def _on_transition(tag: str) -> Callable[[SSETransition], None]:
 
     def listener(transition: SSETransition) -> None:
         if transition.target is not State.CLOSED:
+            if _TRACE:
+                print(
+                    f"realserver_app: TRANSITION tag={tag} {transition.source.name}->"
+                    f"{transition.target.name} trigger={transition.trigger.name} "
+                    f"monotonic={time.monotonic():.6f} detail={transition.reason!r}",
+                    file=sys.stderr,
+                    flush=True,
+                )
             return
         now = time.monotonic()
         reason = _CLOSE_REASONS.get((transition.source, transition.trigger))
