@@ -27,8 +27,7 @@ Endpoints:
 * ``/closed?tag=T``, ``/memory`` (pid and VmRSS of the serving process),
   ``/health``.
 
-``accel_header=0`` on ``/stream`` removes ``X-Accel-Buffering: no`` (the
-control showing that nginx buffers without it); ``stamp=1`` makes each event's data ``"<n> <monotonic>"``,
+``stamp=1`` on ``/stream`` makes each event's data ``"<n> <monotonic>"``,
 the moment the source yielded it.  A source's ``finally`` also prints a
 ``realserver_app: FINALLY tag=T monotonic=... pid=...`` line: with several
 worker processes, ``/closed`` may be answered by one that never saw the
@@ -188,7 +187,7 @@ async def stream(request: Request) -> EventSourceResponse:
             "drain_retry": DRAIN_RETRY_MS,
         }
     _record(tag, opened_at=time.monotonic(), pid=os.getpid())
-    response = EventSourceResponse(
+    return EventSourceResponse(
         _ticks(
             tag,
             0.1 if interval is None else interval,
@@ -201,10 +200,6 @@ async def stream(request: Request) -> EventSourceResponse:
         on_transition=_on_transition(tag),
         **options,
     )
-    if request.query_params.get("accel_header") == "0":
-        # The control for the proxy tests: without it nginx buffers the stream.
-        del response.headers["X-Accel-Buffering"]
-    return response
 
 
 def _slow_items(tag: str, pause: float) -> Iterator[ServerSentEvent]:

@@ -37,7 +37,7 @@ import os
 import re
 import signal
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -48,7 +48,6 @@ from tests._servers import (
     REQUIRE_NGINX_ENV,
     ServerProcess,
     StreamClient,
-    get,
     has_event,
     nginx_binary,
     pump_until,
@@ -396,3 +395,98 @@ def test_sigterm_with_20_streams_ends_each_cleanly_and_the_tree_exits(
         elif shutdown.exited_after > limit:
             problems.append(f"the process tree exited {shutdown.exited_after:.2f} s after SIGTERM")
         assert not problems, "\n".join(problems) + "\n" + running.log()
+
+
+def _workers(server: ServerProcess) -> set[int]:
+    return set(server.live_processes()) - {server.pid}
+
+
+def _wait_for(condition: Callable[[], bool], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def test_gunicorn_sighup_old_workers_drain_and_new_workers_serve(
+    tmp_path: Path, measurements: Measurements
+) -> None:
+    """gunicorn's rolling restart: SIGHUP to the master starts two new workers and
+    stops the old ones gracefully.  Each stream on an old worker ends with the
+    goodbye, the farewell and the terminating chunk within the grace plus 2 s;
+    the old workers exit; the new ones serve new streams; the master stays."""
+    deployment = next(d for d in DEPLOYMENTS if d.name == "gunicorn-uvicorn-worker")
+    limit = FAREWELL_GRACE_SECONDS + EXIT_SLACK
+    prefix = new_tag("sighup")
+    tags = [f"{prefix}-{n}" for n in range(STREAMS // 2)]
+    with deployed(deployment, tmp_path) as running:
+        server = running.server
+        assert _wait_for(lambda: len(_workers(server)) == 2, STREAM_TIMEOUT), running.log()
+        old = _workers(server)
+        clients = open_streams(running, [f"/stream?tag={t}&interval=0.1&farewell=1" for t in tags])
+        try:
+            shutdown = TreeShutdown(time.monotonic())
+            os.kill(server.pid, signal.SIGHUP)
+            pump_until(
+                clients,
+                lambda: (
+                    all(c.end is not None for c in clients) and shutdown.exited_after is not None
+                ),
+                shutdown.signalled_at + limit + OVERTIME,
+                on_tick=lambda: _note_old_workers_gone(shutdown, server, old),
+            )
+        finally:
+            for client in clients:
+                client.close()
+        replaced = _wait_for(lambda: len(_workers(server) - old) == 2, STREAM_TIMEOUT)
+        new = _workers(server) - old
+        served_by = _serving_pid(running)
+        log = server.log(tail=None)
+        measurements.add(
+            deployment.name,
+            scenario="sighup-farewell",
+            streams=len(clients),
+            clean_ends=sum(c.end == "clean" for c in clients),
+            signal_to_last_stream_end_s=last_stream_end(clients, shutdown.signalled_at),
+            signal_to_old_workers_gone_s=(
+                shutdown.exited_after if shutdown.exited_after is not None else "still-running"
+            ),
+            new_workers=len(new),
+        )
+        problems = stream_end_problems(clients, log, tags, "drained")
+        if shutdown.exited_after is None:
+            problems.append(f"old workers {old & _workers(server)} still ran after {limit} s")
+        elif shutdown.exited_after > limit:
+            problems.append(f"the old workers exited {shutdown.exited_after:.2f} s after SIGHUP")
+        if not replaced:
+            problems.append(f"two new workers did not start: workers now {_workers(server)}")
+        if served_by not in new:
+            problems.append(f"a new stream was served by pid {served_by}, not by {new}")
+        if server.has_exited():
+            problems.append(f"the master exited with {server.returncode()}")
+        assert not problems, "\n".join(problems) + "\n" + running.log()
+
+
+def _note_old_workers_gone(shutdown: TreeShutdown, server: ServerProcess, old: set[int]) -> None:
+    if shutdown.exited_after is None and not old & _workers(server):
+        shutdown.exited_after = time.monotonic() - shutdown.signalled_at
+
+
+def _serving_pid(running: Deployed) -> int | None:
+    """The pid of the worker that serves a new stream (its first event arrives)."""
+    tag = new_tag("after-sighup")
+    client = running.client(f"/stream?tag={tag}&interval=0.1")
+    try:
+        if not client.read_until(has_event, STREAM_TIMEOUT):
+            return None
+    finally:
+        client.close()
+    deadline = time.monotonic() + DISCONNECT_LIMIT + OVERTIME
+    while time.monotonic() < deadline:
+        for match in _FINALLY_LINE.finditer(running.server.log(tail=None)):
+            if match[1] == tag:
+                return int(match[3])
+        time.sleep(0.02)
+    return None
