@@ -209,6 +209,11 @@ def shared(
 # ------------------------------------------------------------------- helpers
 
 
+def has_events(count: int) -> Callable[[StreamClient], bool]:
+    """A condition for :meth:`StreamClient.read_until`: ``count`` events have arrived."""
+    return lambda client: len(client.response.events) >= count
+
+
 def finally_at(log: str, tag: str) -> float | None:
     """When stream ``tag``'s source ran its finally, from the app's log line."""
     for match in _FINALLY_LINE.finditer(log):
@@ -303,7 +308,7 @@ def test_events_arrive_unbuffered(shared: Deployed, measurements: Measurements) 
     arrivals: list[float] = []
     try:
         for count in (1, 2):
-            client.read_until(lambda c, n=count: len(c.response.events) >= n, STREAM_TIMEOUT)
+            client.read_until(has_events(count), STREAM_TIMEOUT)
             arrivals.append(time.monotonic())
     finally:
         client.close()
