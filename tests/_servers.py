@@ -41,13 +41,16 @@ __all__ = (
     "ServerProcess",
     "StreamClient",
     "free_port",
+    "Arrival",
     "get",
     "has_event",
+    "has_events",
     "pump_until",
     "read_rss_kib",
     "running_server",
     "server_command",
     "session_processes",
+    "time_stamped_events",
 )
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -537,6 +540,51 @@ class StreamClient:
 
 def has_event(client: StreamClient) -> bool:
     return bool(client.response.events)
+
+
+def has_events(count: int) -> Callable[[StreamClient], bool]:
+    """A condition for :meth:`StreamClient.read_until`: ``count`` events have arrived."""
+    return lambda client: len(client.response.events) >= count
+
+
+@dataclass(frozen=True)
+class Arrival:
+    """When a stamped event (``/stream?stamp=1``) was yielded and when it arrived."""
+
+    yielded_at: float
+    arrived_at: float
+
+    @property
+    def latency(self) -> float:
+        return self.arrived_at - self.yielded_at
+
+
+def time_stamped_events(
+    port: int,
+    path: str,
+    count: int,
+    *,
+    timeout: float,
+    headers: Mapping[str, str] | None = None,
+) -> tuple[list[Arrival], StreamClient]:
+    """Read ``count`` stamped events from ``path``, noting when each arrived.
+
+    ``path`` must ask for ``stamp=1``.  Returns the arrivals (fewer than
+    ``count`` if the rest did not come within ``timeout`` each) and the
+    closed client, to describe the response in a failure message.
+    """
+    client = StreamClient(port, path, timeout=timeout, headers=headers)
+    arrivals: list[Arrival] = []
+    try:
+        for n in range(1, count + 1):
+            if not client.read_until(has_events(n), timeout):
+                break
+            arrived_at = time.monotonic()
+            event = client.response.events[n - 1]
+            arrivals.append(Arrival(float(event.data.split()[1]), arrived_at))
+    finally:
+        client.close()
+    return arrivals, client
 
 
 def pump_until(
