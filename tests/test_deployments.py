@@ -119,18 +119,7 @@ DEPLOYMENTS: tuple[Deployment, ...] = (
     Deployment("uvicorn+basehttp", "uvicorn", app="tests.realserver_app:base_http_app"),
 )
 
-#: Deployments that fail a check with sse_sm today: (deployment, check) -> why.
-#: Each is a library bug, kept as a strict xfail so that the fix turns it green.
-KNOWN_FAILURES: dict[tuple[str, str], str] = {}
-
-
-def _params(check: str) -> list[object]:
-    params: list[object] = []
-    for deployment in DEPLOYMENTS:
-        reason = KNOWN_FAILURES.get((deployment.name, check))
-        marks = [pytest.mark.xfail(strict=True, reason=reason)] if reason else []
-        params.append(pytest.param(deployment, id=deployment.name, marks=marks))
-    return params
+_IDS = [deployment.name for deployment in DEPLOYMENTS]
 
 
 # ------------------------------------------------------------------ fixtures
@@ -294,7 +283,7 @@ def last_stream_end(clients: Sequence[StreamClient], since: float) -> float | st
 # --------------------------------------------------------------------- tests
 
 
-@pytest.mark.parametrize("shared", _params("unbuffered"), indirect=True)
+@pytest.mark.parametrize("shared", DEPLOYMENTS, ids=_IDS, indirect=True)
 def test_events_arrive_unbuffered(shared: Deployed, measurements: Measurements) -> None:
     """(a) Event 1 reaches the client before the source yields event 2."""
     path = f"/stream?tag={new_tag('unbuffered')}&interval={SOURCE_PAUSE}&stamp=1"
@@ -313,7 +302,7 @@ def test_events_arrive_unbuffered(shared: Deployed, measurements: Measurements) 
     assert problem is None, problem
 
 
-@pytest.mark.parametrize("shared", _params("disconnect"), indirect=True)
+@pytest.mark.parametrize("shared", DEPLOYMENTS, ids=_IDS, indirect=True)
 def test_client_leaving_ends_the_source_within_1s(
     shared: Deployed, measurements: Measurements
 ) -> None:
@@ -345,7 +334,7 @@ def test_client_leaving_ends_the_source_within_1s(
     assert ran_at - left_at < DISCONNECT_LIMIT
 
 
-@pytest.mark.parametrize("deployment", _params("sigterm"))
+@pytest.mark.parametrize("deployment", DEPLOYMENTS, ids=_IDS)
 def test_sigterm_with_20_streams_ends_each_cleanly_and_the_tree_exits(
     deployment: Deployment, tmp_path: Path, measurements: Measurements
 ) -> None:
