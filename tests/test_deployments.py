@@ -11,22 +11,25 @@ nginx's default proxy buffering, and the app behind Starlette's
 (a) **Unbuffered.**  Each event's data carries the moment its source yielded
     it; the source then waits a second before the next.  The client must see
     event 1 before the source yields event 2, and each within 0.5 s of its
-    yield (``unbuffered_check`` in ``tests/test_real_servers.py``).  Nothing between the app and the
-    socket (a proxy, a compressing middleware) may hold an event back.
+    yield (``unbuffered_check`` in ``tests/test_real_servers.py``).  Nothing
+    between the app and the socket (a proxy, a compressing middleware) may
+    hold an event back.
 (b) **A client leaving ends the source.**  The source's ``finally`` runs
     within 1 s of the client closing its socket (read from the app's log
     line, since with several workers ``/closed`` may reach the wrong one).
 (c) **Stopping ends every stream cleanly.**  The usual stop signal (SIGTERM)
     to the main process with 20 streams open, each with a farewell: each
     ends with the source's goodbye, one farewell with a ``retry:``, and the
-    terminating chunk; the whole process tree exits by itself within the
-    grace plus 2 s.
+    terminating chunk; the whole process tree (every process of the
+    server's session) exits by itself within the grace plus 2 s.  Twisted
+    stops daphne the same way on SIGTERM and SIGINT, so SIGTERM is the
+    signal for every deployment.
 
 gunicorn's SIGHUP (rolling restart) is checked as well: the old workers
 drain their streams the same way, and new workers serve.  Measurements are
 printed as ``MEASURED server=<deployment> ...`` lines and written to
 ``deployment_measurements.txt`` under pytest's base temporary directory;
-docs/design.md section 8.5 has them.  Every server and proxy is started in
+the table in docs/design.md section 8.3 has them.  Every server and proxy is started in
 its own session and its process group killed by pid on every way out.
 """
 
