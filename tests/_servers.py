@@ -5,11 +5,17 @@ server:
 
 * **Process management.**  :func:`running_server` binds a loopback socket in
   the test process, hands it to the server as an inherited file descriptor
-  (``uvicorn --fd N``, ``hypercorn --bind fd://N``), so there is no window in
-  which another process can take the port, and always stops the server: it
-  runs in its own session, and the whole process group is killed on the way
-  out (hypercorn serves from a spawned worker, and multiprocessing may add a
-  helper process).  Every wait is bounded.
+  (``uvicorn --fd N``, ``hypercorn --bind fd://N``, ``gunicorn --bind
+  fd://N``, ``daphne --fd N``), so there is no window in which another
+  process can take the port, and always stops the server: it runs in its
+  own session, and the whole process group is killed on the way out
+  (hypercorn serves from a spawned worker, and multiprocessing may add a
+  helper process).  granian and nginx cannot take an inherited socket: they
+  get a port that was free a moment before, and are started again on
+  another if it was taken meanwhile (:func:`running_nginx` runs nginx with
+  its own configuration and prefix in a temporary directory).
+  :meth:`ServerProcess.live_processes` tells whether the whole process tree
+  has exited.  Every wait is bounded.
 * **A raw client.**  Tests of shutdown and faults must see what a library
   such as httpx hides: whether the chunked body ended with its terminating
   ``0\\r\\n\\r\\n`` or the connection was cut, and the keep-alive comments.
@@ -22,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import os
 import selectors
+import shutil
 import signal
 import socket
 import subprocess
@@ -36,17 +43,20 @@ from sse_sm.testing import Comment, Event, EventStreamParser
 __all__ = (
     "DEPLOYMENT_KINDS",
     "PORT_KINDS",
+    "REQUIRE_NGINX_ENV",
     "SERVER_KINDS",
+    "Arrival",
     "ChunkedResponse",
     "ServerProcess",
     "StreamClient",
     "free_port",
-    "Arrival",
     "get",
     "has_event",
     "has_events",
+    "nginx_binary",
     "pump_until",
     "read_rss_kib",
+    "running_nginx",
     "running_server",
     "server_command",
     "session_processes",
@@ -629,10 +639,11 @@ def pump_until(
 #: Set in CI: a missing nginx fails the nginx tests instead of skipping them.
 REQUIRE_NGINX_ENV = "SSE_SM_REQUIRE_NGINX"
 
-#: The proxy as SSE guides configure it, with nginx's defaults left alone:
-#: proxy_buffering stays on, so only the response's ``X-Accel-Buffering: no``
-#: lets events through as they come.  HTTP/1.1 upstream (nginx's default is
-#: 1.0) so that a body cut by the app server is seen as cut, not as ended.
+#: The proxy as SSE guides configure it, with nginx's buffering defaults left
+#: alone: ``proxy_buffering`` stays on, and the response's
+#: ``X-Accel-Buffering: no`` turns it off for the stream.  HTTP/1.1 to the
+#: app (nginx's default is 1.0): the app then frames its body in chunks, so
+#: nginx can tell a body the app ended from a connection the app cut.
 _NGINX_CONF = """\
 daemon off;
 master_process on;
@@ -663,8 +674,6 @@ http {{
 
 def nginx_binary() -> str | None:
     """Debian's nginx (in /usr/sbin, which a non-root PATH may lack), or None."""
-    import shutil
-
     return shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/usr/local/sbin")
 
 
