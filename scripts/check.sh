@@ -18,6 +18,10 @@ fi
 if [[ -z "${SSE_SM_NO_REDIS_INSTALL:-}" ]]; then
     bash "$(dirname "${BASH_SOURCE[0]}")/install_redis.sh"
 fi
+# Debian's nginx for tests/test_deployments.py's proxy deployment, likewise.
+if [[ -z "${SSE_SM_NO_NGINX_INSTALL:-}" ]]; then
+    bash "$(dirname "${BASH_SOURCE[0]}")/install_nginx.sh"
+fi
 
 run_step() {
     local title="$1"

@@ -5,11 +5,17 @@ server:
 
 * **Process management.**  :func:`running_server` binds a loopback socket in
   the test process, hands it to the server as an inherited file descriptor
-  (``uvicorn --fd N``, ``hypercorn --bind fd://N``), so there is no window in
-  which another process can take the port, and always stops the server: it
-  runs in its own session, and the whole process group is killed on the way
-  out (hypercorn serves from a spawned worker, and multiprocessing may add a
-  helper process).  Every wait is bounded.
+  (``uvicorn --fd N``, ``hypercorn --bind fd://N``, ``gunicorn --bind
+  fd://N``, ``daphne --fd N``), so there is no window in which another
+  process can take the port, and always stops the server: it runs in its
+  own session, and the whole process group is killed on the way out
+  (hypercorn serves from a spawned worker, and multiprocessing may add a
+  helper process).  granian and nginx cannot take an inherited socket: they
+  get a port that was free a moment before, and are started again on
+  another if it was taken meanwhile (:func:`running_nginx` runs nginx with
+  its own configuration and prefix in a temporary directory).
+  :meth:`ServerProcess.live_processes` tells whether the whole process tree
+  has exited.  Every wait is bounded.
 * **A raw client.**  Tests of shutdown and faults must see what a library
   such as httpx hides: whether the chunked body ended with its terminating
   ``0\\r\\n\\r\\n`` or the connection was cut, and the keep-alive comments.
@@ -22,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import os
 import selectors
+import shutil
 import signal
 import socket
 import subprocess
@@ -34,16 +41,26 @@ from pathlib import Path
 from sse_sm.testing import Comment, Event, EventStreamParser
 
 __all__ = (
+    "DEPLOYMENT_KINDS",
+    "PORT_KINDS",
+    "REQUIRE_NGINX_ENV",
     "SERVER_KINDS",
+    "Arrival",
     "ChunkedResponse",
     "ServerProcess",
     "StreamClient",
+    "free_port",
     "get",
     "has_event",
+    "has_events",
+    "nginx_binary",
     "pump_until",
     "read_rss_kib",
+    "running_nginx",
     "running_server",
     "server_command",
+    "session_processes",
+    "time_stamped_events",
 )
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -62,16 +79,74 @@ KILL_TIMEOUT = 10.0
 LISTEN_BACKLOG = 1024
 
 
+#: The deployments of ``tests/test_deployments.py``: what users run in production.
+DEPLOYMENT_KINDS: tuple[str, ...] = (
+    "uvicorn-standard",
+    "uvicorn-workers-2",
+    "gunicorn-uvicorn-worker",
+    "granian-1",
+    "granian-2",
+    "daphne",
+    "hypercorn-workers-2",
+)
+
+#: Kinds that cannot serve on an inherited socket and bind a port themselves.
+PORT_KINDS: frozenset[str] = frozenset({"granian-1", "granian-2"})
+#: How many times a port-binding server is started on a new port after another
+#: process took the one that was free when it was picked.
+PORT_ATTEMPTS = 3
+
+
 def server_command(kind: str, fd: int, app: str = APP) -> list[str]:
-    """The shell command a user would type, serving ``app`` on inherited ``fd``."""
+    """The shell command a user would type, serving ``app`` on inherited ``fd``.
+
+    For a kind in :data:`PORT_KINDS`, ``fd`` is a loopback port number instead.
+    """
     python = [sys.executable, "-m"]
     if kind == "uvicorn":
         return [*python, "uvicorn", app, "--fd", str(fd)]
+    if kind == "uvicorn-standard":
+        # What `pip install 'uvicorn[standard]'` users get; named, so that a
+        # missing extra fails instead of falling back to asyncio and h11.
+        return [*python, "uvicorn", app, "--fd", str(fd), "--loop", "uvloop", "--http", "httptools"]
+    if kind == "uvicorn-workers-2":
+        return [*python, "uvicorn", app, "--fd", str(fd), "--workers", "2"]
+    if kind == "gunicorn-uvicorn-worker":
+        # uvicorn.workers is deprecated in favour of the uvicorn-worker package.
+        worker = "uvicorn_worker.UvicornWorker"
+        return [*python, "gunicorn", "-w", "2", "-k", worker, "--bind", f"fd://{fd}", app]
+    if kind in ("granian-1", "granian-2"):
+        workers = kind.rsplit("-", 1)[1]
+        return [
+            *python,
+            "granian",
+            "--interface",
+            "asgi",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(fd),
+            "--workers",
+            workers,
+            app,
+        ]
+    if kind == "daphne":
+        return [*python, "daphne", "--fd", str(fd), app]
     if kind == "hypercorn-asyncio":
         return [*python, "hypercorn", "--bind", f"fd://{fd}", app]
     if kind == "hypercorn-trio":
         return [*python, "hypercorn", "-k", "trio", "--bind", f"fd://{fd}", app]
+    if kind == "hypercorn-workers-2":
+        return [*python, "hypercorn", "--workers", "2", "--bind", f"fd://{fd}", app]
     raise AssertionError(f"unknown server kind {kind!r}")
+
+
+def free_port() -> int:
+    """A loopback port that was free a moment ago (for servers that bind their own)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
 
 
 def _listening_socket() -> socket.socket:
@@ -137,6 +212,15 @@ class ServerProcess:
     def returncode(self) -> int | None:
         return self.process.poll() if self.has_exited() else None
 
+    def live_processes(self) -> list[int]:
+        """Every process of the server's session that is still running (not a zombie).
+
+        The server is started as a session leader, so its workers (and their
+        helpers) are in its session unless they leave it; an empty list
+        means the whole process tree has exited.
+        """
+        return session_processes(self.pid)
+
 
 @contextlib.contextmanager
 def running_server(
@@ -148,10 +232,49 @@ def running_server(
     Yields once ``/health`` answers ``ok``.  On exit, whatever happened (a
     failed assertion, a timeout, KeyboardInterrupt), every process of the
     server is killed and the main one reaped.
+
+    A kind in :data:`PORT_KINDS` gets a port that was free when picked; if
+    the server then fails to start because another process took it, it is
+    started again on another, at most :data:`PORT_ATTEMPTS` times.
     """
-    listener = _listening_socket()
-    port: int = listener.getsockname()[1]
     environment = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    attempts = PORT_ATTEMPTS if kind in PORT_KINDS else 1
+    for attempt in range(1, attempts + 1):
+        server = _start(kind, log_path, app, environment)
+        try:
+            try:
+                _wait_until_healthy(server)
+            except AssertionError:
+                if attempt < attempts and server.has_exited() and _port_taken(server.log()):
+                    continue
+                raise
+            yield server
+            return
+        finally:
+            server.kill_group()
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _port_taken(log: str) -> bool:
+    return "address already in use" in log.lower() or "errno 98" in log.lower()
+
+
+def _start(kind: str, log_path: Path, app: str, environment: Mapping[str, str]) -> ServerProcess:
+    if kind in PORT_KINDS:
+        port = free_port()
+        with log_path.open("wb") as log_file:
+            process = subprocess.Popen(
+                server_command(kind, port, app),
+                cwd=REPO_ROOT,
+                env=environment,
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        return ServerProcess(kind=kind, port=port, process=process, log_path=log_path)
+    listener = _listening_socket()
+    port = listener.getsockname()[1]
     try:
         with log_path.open("wb") as log_file:
             process = subprocess.Popen(
@@ -168,12 +291,7 @@ def running_server(
         # The server holds its own copy; keeping ours would let connections
         # queue on a port whose server has died.
         listener.close()
-    server = ServerProcess(kind=kind, port=port, process=process, log_path=log_path)
-    try:
-        _wait_until_healthy(server)
-        yield server
-    finally:
-        server.kill_group()
+    return ServerProcess(kind=kind, port=port, process=process, log_path=log_path)
 
 
 def _wait_until_healthy(server: ServerProcess) -> None:
@@ -199,6 +317,24 @@ def _wait_until_healthy(server: ServerProcess) -> None:
     )
 
 
+def session_processes(sid: int) -> list[int]:
+    """The pids of the non-zombie processes whose session id is ``sid``, from ``/proc``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:  # it exited meanwhile
+            continue
+        # Fields after the command name, which is in parentheses and may hold spaces.
+        fields = stat[stat.rindex(")") + 2 :].split()
+        state, session = fields[0], int(fields[3])
+        if session == sid and state not in ("Z", "X"):
+            found.append(int(entry.name))
+    return sorted(found)
+
+
 def read_rss_kib(pid: int) -> int:
     """Resident set size of ``pid`` in KiB, from ``/proc/<pid>/status``."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -210,10 +346,12 @@ def read_rss_kib(pid: int) -> int:
 # --------------------------------------------------------------------- client
 
 
-def _request(path: str, *, close: bool) -> bytes:
+def _request(path: str, *, close: bool, headers: Mapping[str, str] | None = None) -> bytes:
     connection = "Connection: close\r\n" if close else ""
+    extra = "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items())
     return (
-        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n{connection}\r\n"
+        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n"
+        f"{extra}{connection}\r\n"
     ).encode("ascii")
 
 
@@ -331,7 +469,15 @@ class StreamClient:
     it), ``"reset"``, or ``None`` while it is open.
     """
 
-    def __init__(self, port: int, path: str, *, timeout: float, rcvbuf: int | None = None) -> None:
+    def __init__(
+        self,
+        port: int,
+        path: str,
+        *,
+        timeout: float,
+        rcvbuf: int | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
         self.path = path
         self.response = ChunkedResponse()
         self.end: str | None = None
@@ -347,7 +493,7 @@ class StreamClient:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
             sock.settimeout(timeout)
             sock.connect(("127.0.0.1", port))
-            sock.sendall(_request(path, close=False))
+            sock.sendall(_request(path, close=False, headers=headers))
         except BaseException:
             sock.close()
             raise
@@ -406,6 +552,51 @@ def has_event(client: StreamClient) -> bool:
     return bool(client.response.events)
 
 
+def has_events(count: int) -> Callable[[StreamClient], bool]:
+    """A condition for :meth:`StreamClient.read_until`: ``count`` events have arrived."""
+    return lambda client: len(client.response.events) >= count
+
+
+@dataclass(frozen=True)
+class Arrival:
+    """When a stamped event (``/stream?stamp=1``) was yielded and when it arrived."""
+
+    yielded_at: float
+    arrived_at: float
+
+    @property
+    def latency(self) -> float:
+        return self.arrived_at - self.yielded_at
+
+
+def time_stamped_events(
+    port: int,
+    path: str,
+    count: int,
+    *,
+    timeout: float,
+    headers: Mapping[str, str] | None = None,
+) -> tuple[list[Arrival], StreamClient]:
+    """Read ``count`` stamped events from ``path``, noting when each arrived.
+
+    ``path`` must ask for ``stamp=1``.  Returns the arrivals (fewer than
+    ``count`` if the rest did not come within ``timeout`` each) and the
+    closed client, to describe the response in a failure message.
+    """
+    client = StreamClient(port, path, timeout=timeout, headers=headers)
+    arrivals: list[Arrival] = []
+    try:
+        for n in range(1, count + 1):
+            if not client.read_until(has_events(n), timeout):
+                break
+            arrived_at = time.monotonic()
+            event = client.response.events[n - 1]
+            arrivals.append(Arrival(float(event.data.split()[1]), arrived_at))
+    finally:
+        client.close()
+    return arrivals, client
+
+
 def pump_until(
     clients: Sequence[StreamClient],
     done: Callable[[], bool],
@@ -441,3 +632,94 @@ def pump_until(
                     continue
                 if ready.end is not None:
                     selector.unregister(ready.sock)
+
+
+# ---------------------------------------------------------------------- nginx
+
+#: Set in CI: a missing nginx fails the nginx tests instead of skipping them.
+REQUIRE_NGINX_ENV = "SSE_SM_REQUIRE_NGINX"
+
+#: The proxy as SSE guides configure it, with nginx's buffering defaults left
+#: alone: ``proxy_buffering`` stays on, and the response's
+#: ``X-Accel-Buffering: no`` turns it off for the stream.  HTTP/1.1 to the
+#: app (nginx's default is 1.0): the app then frames its body in chunks, so
+#: nginx can tell a body the app ended from a connection the app cut.
+_NGINX_CONF = """\
+daemon off;
+master_process on;
+worker_processes 1;
+{user}pid {prefix}/nginx.pid;
+error_log {prefix}/error.log info;
+events {{
+    worker_connections 256;
+}}
+http {{
+    access_log off;
+    client_body_temp_path {prefix}/client_body;
+    proxy_temp_path {prefix}/proxy;
+    fastcgi_temp_path {prefix}/fastcgi;
+    uwsgi_temp_path {prefix}/uwsgi;
+    scgi_temp_path {prefix}/scgi;
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            proxy_pass http://127.0.0.1:{upstream};
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }}
+    }}
+}}
+"""
+
+
+def nginx_binary() -> str | None:
+    """Debian's nginx (in /usr/sbin, which a non-root PATH may lack), or None."""
+    return shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/usr/local/sbin")
+
+
+@contextlib.contextmanager
+def running_nginx(upstream_port: int, prefix: Path) -> Iterator[ServerProcess]:
+    """nginx in the foreground, proxying a loopback port to ``upstream_port``.
+
+    Its configuration, pid file, logs and temporary directories are all under
+    ``prefix``.  nginx binds its own port (it takes inherited sockets only on
+    a binary upgrade), so the port is one that was free when picked, retried
+    if taken meanwhile.  Yields once a request through it reaches the app's
+    ``/health``; on exit the whole process group is killed by its pid.
+    """
+    binary = nginx_binary()
+    if binary is None:
+        raise AssertionError("nginx is not installed")
+    prefix.mkdir(parents=True, exist_ok=True)
+    # As root, nginx's workers would run as nobody, who cannot enter the
+    # test's private temporary directory.
+    user = "user root;\n" if os.geteuid() == 0 else ""
+    for attempt in range(1, PORT_ATTEMPTS + 1):
+        port = free_port()
+        conf = prefix / "nginx.conf"
+        conf.write_text(
+            _NGINX_CONF.format(user=user, prefix=prefix, port=port, upstream=upstream_port)
+        )
+        log_path = prefix / "nginx.out"
+        with log_path.open("wb") as log_file:
+            process = subprocess.Popen(
+                [binary, "-p", str(prefix), "-e", str(prefix / "error.log"), "-c", str(conf)],
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        server = ServerProcess(kind="nginx", port=port, process=process, log_path=log_path)
+        try:
+            try:
+                _wait_until_healthy(server)
+            except AssertionError:
+                error_log = (prefix / "error.log").read_text(errors="replace")
+                if attempt < PORT_ATTEMPTS and server.has_exited() and _port_taken(error_log):
+                    continue
+                raise AssertionError(f"nginx did not start; error.log:\n{error_log}") from None
+            yield server
+            return
+        finally:
+            server.kill_group()
+    raise AssertionError("unreachable")  # pragma: no cover

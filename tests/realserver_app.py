@@ -1,4 +1,4 @@
-"""The app ``tests/test_real_servers.py`` runs under uvicorn and hypercorn.
+"""The app ``tests/test_real_servers.py`` and ``tests/test_deployments.py`` run.
 
 Written as an sse-starlette user would write it, with nothing that knows about
 the server: no adapter, no lifespan hook, no signal handler.  Its streams
@@ -26,6 +26,16 @@ Endpoints:
   ``time.sleep(pause)`` (default 3 s) before each next one.
 * ``/closed?tag=T``, ``/memory`` (pid and VmRSS of the serving process),
   ``/health``.
+
+``stamp=1`` on ``/stream`` makes each event's data ``"<n> <monotonic>"``,
+the moment the source yielded it.  A source's ``finally`` also prints a
+``realserver_app: FINALLY tag=T monotonic=... pid=...`` line: with several
+worker processes, ``/closed`` may be answered by one that never saw the
+stream, and the log is shared.
+
+Besides ``app``, the same routes are served behind Starlette's
+``GZipMiddleware`` (``gzip_app``) and behind a ``BaseHTTPMiddleware``
+subclass (``base_http_app``), as ``tests/test_deployments.py`` runs them.
 """
 
 from __future__ import annotations
@@ -39,14 +49,24 @@ from typing import Any, Final
 
 import anyio
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
+from starlette.middleware.gzip import GZipMiddleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from sse_sm import TRANSITIONS, CloseReason, EventSourceResponse, ServerSentEvent, State
 from sse_sm import Transition as SSETransition
 
-__all__ = ("DRAIN_RETRY_MS", "FAREWELL_GRACE_SECONDS", "SYNC_PAUSE_SECONDS", "app")
+__all__ = (
+    "DRAIN_RETRY_MS",
+    "FAREWELL_GRACE_SECONDS",
+    "SYNC_PAUSE_SECONDS",
+    "app",
+    "base_http_app",
+    "gzip_app",
+)
 
 #: ``shutdown_grace_period`` of ``/stream?farewell=1``.
 FAREWELL_GRACE_SECONDS: Final = 1.0
@@ -60,6 +80,10 @@ _CLOSE_REASONS: Final = {
     for arc in TRANSITIONS
     if arc.close_reason is not None
 }
+
+#: ``SSE_SM_TRACE_TRANSITIONS=1`` prints every transition, not only the close
+#: (to diagnose a deployment from its log).
+_TRACE: Final = os.environ.get("SSE_SM_TRACE_TRANSITIONS") == "1"
 
 #: What each tagged stream recorded; written from the event loop and, for
 #: ``/sync``, from a worker thread.
@@ -77,6 +101,14 @@ def _on_transition(tag: str) -> Callable[[SSETransition], None]:
 
     def listener(transition: SSETransition) -> None:
         if transition.target is not State.CLOSED:
+            if _TRACE:
+                print(
+                    f"realserver_app: TRANSITION tag={tag} {transition.source.name}->"
+                    f"{transition.target.name} trigger={transition.trigger.name} "
+                    f"monotonic={time.monotonic():.6f} detail={transition.reason!r}",
+                    file=sys.stderr,
+                    flush=True,
+                )
             return
         now = time.monotonic()
         reason = _CLOSE_REASONS.get((transition.source, transition.trigger))
@@ -90,7 +122,8 @@ def _on_transition(tag: str) -> Callable[[SSETransition], None]:
         )
         print(
             f"realserver_app: CLOSED tag={tag} reason={reason_value} "
-            f"from={transition.source.name} monotonic={now:.6f} detail={transition.reason!r}",
+            f"from={transition.source.name} monotonic={now:.6f} pid={os.getpid()} "
+            f"detail={transition.reason!r}",
             file=sys.stderr,
             flush=True,
         )
@@ -104,14 +137,17 @@ def _float_param(request: Request, name: str) -> float | None:
 
 
 async def _ticks(
-    tag: str, interval: float, size: int, shutdown: anyio.Event | None
+    tag: str, interval: float, size: int, shutdown: anyio.Event | None, stamp: bool = False
 ) -> AsyncIterator[ServerSentEvent]:
     payload = "x" * size
     n = 0
     try:
         while True:
             n += 1
-            yield ServerSentEvent(data=payload or str(n), id=str(n), event="tick")
+            # With ``stamp``, the data is "<n> <monotonic at the yield>": the test
+            # subtracts it from the arrival time to see whether anything held it.
+            data = f"{n} {time.monotonic():.6f}" if stamp else payload or str(n)
+            yield ServerSentEvent(data=data, id=str(n), event="tick")
             if shutdown is not None:
                 with anyio.move_on_after(interval):
                     await shutdown.wait()
@@ -121,7 +157,14 @@ async def _ticks(
             elif interval > 0:
                 await anyio.sleep(interval)
     finally:
-        _record(tag, finally_at=time.monotonic(), events=n)
+        now = time.monotonic()
+        _record(tag, finally_at=now, events=n)
+        # For servers with several workers, where /closed may ask another one.
+        print(
+            f"realserver_app: FINALLY tag={tag} monotonic={now:.6f} pid={os.getpid()}",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 def _farewell() -> ServerSentEvent:
@@ -145,7 +188,13 @@ async def stream(request: Request) -> EventSourceResponse:
         }
     _record(tag, opened_at=time.monotonic(), pid=os.getpid())
     return EventSourceResponse(
-        _ticks(tag, 0.1 if interval is None else interval, size, shutdown),
+        _ticks(
+            tag,
+            0.1 if interval is None else interval,
+            size,
+            shutdown,
+            stamp=request.query_params.get("stamp") == "1",
+        ),
         ping=_float_param(request, "ping"),
         send_timeout=_float_param(request, "send_timeout"),
         on_transition=_on_transition(tag),
@@ -199,12 +248,32 @@ async def health(request: Request) -> PlainTextResponse:
     return PlainTextResponse("ok")
 
 
-app = Starlette(
-    routes=[
-        Route("/stream", stream),
-        Route("/sync", sync_stream),
-        Route("/closed", closed),
-        Route("/memory", memory),
-        Route("/health", health),
-    ]
-)
+_ROUTES: Final = [
+    Route("/stream", stream),
+    Route("/sync", sync_stream),
+    Route("/closed", closed),
+    Route("/memory", memory),
+    Route("/health", health),
+]
+
+app = Starlette(routes=_ROUTES)
+
+
+class _StampingMiddleware(BaseHTTPMiddleware):
+    """A typical BaseHTTPMiddleware subclass: adds a header to every response.
+
+    Such middleware runs the endpoint in a task of its own and relays the body
+    through a memory stream, which is where streaming responses have lost
+    their disconnects and their flushes before.
+    """
+
+    async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
+        response = await call_next(request)
+        response.headers["X-Served-By"] = "realserver_app"
+        return response
+
+
+#: ``app`` behind Starlette's GZipMiddleware, which must pass event streams through.
+gzip_app = Starlette(routes=_ROUTES, middleware=[Middleware(GZipMiddleware, minimum_size=10)])
+#: ``app`` behind a :class:`BaseHTTPMiddleware` subclass.
+base_http_app = Starlette(routes=_ROUTES, middleware=[Middleware(_StampingMiddleware)])

@@ -37,6 +37,7 @@ import pytest
 
 from tests._servers import (
     SERVER_KINDS,
+    Arrival,
     ServerProcess,
     StreamClient,
     get,
@@ -44,6 +45,7 @@ from tests._servers import (
     pump_until,
     read_rss_kib,
     running_server,
+    time_stamped_events,
 )
 from tests.realserver_app import DRAIN_RETRY_MS, FAREWELL_GRACE_SECONDS, SYNC_PAUSE_SECONDS
 
@@ -62,6 +64,10 @@ STREAM_TIMEOUT = 10.0
 REQUEST_TIMEOUT = 5.0
 #: Allowed growth of the serving process's RSS while a reader stalls.
 RSS_LIMIT_KIB = 100 * 1024
+#: Allowed time from a source's yield to the client's receipt of the event.
+LATENCY_LIMIT = 0.5
+#: The pause of the source between events in the buffering test.
+SOURCE_PAUSE = 1.0
 #: How long after a send timeout's CLOSED the source's finally may take.
 STALLED_FINALLY_WAIT = 2.0
 
@@ -251,7 +257,39 @@ def report_shutdown(
     )
 
 
+def unbuffered_check(arrivals: Sequence[Arrival]) -> str | None:
+    """What is wrong with the arrivals of two stamped events ``SOURCE_PAUSE`` apart, if anything.
+
+    Event 1 must arrive before the source yields event 2 (nothing held it
+    back waiting for more data), and each within ``LATENCY_LIMIT``.
+    """
+    first, second = arrivals[0], arrivals[1]
+    if first.arrived_at >= second.yielded_at:
+        late = first.arrived_at - second.yielded_at
+        return f"event 1 arrived {late:.3f} s after the source yielded event 2"
+    worst = max(arrival.latency for arrival in arrivals)
+    if worst >= LATENCY_LIMIT:
+        return f"an event took {worst:.3f} s from the source to the client"
+    return None
+
+
 # --------------------------------------------------------------------- tests
+
+
+def test_events_arrive_unbuffered(shared_server: ServerProcess, measurements: Measurements) -> None:
+    """Event 1 reaches the client before the source yields event 2."""
+    server = shared_server
+    path = f"/stream?tag={new_tag('unbuffered')}&interval={SOURCE_PAUSE}&stamp=1"
+    arrivals, client = time_stamped_events(server.port, path, 2, timeout=STREAM_TIMEOUT)
+    assert len(arrivals) == 2, f"{client.describe()}\n{server.log()}"
+    measurements.add(
+        server.kind,
+        scenario="unbuffered",
+        event1_latency_ms=arrivals[0].latency * 1000,
+        event2_latency_ms=arrivals[1].latency * 1000,
+    )
+    problem = unbuffered_check(arrivals)
+    assert problem is None, problem
 
 
 def test_client_close_mid_stream_closes_within_1s(
