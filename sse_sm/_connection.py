@@ -34,7 +34,9 @@ from __future__ import annotations
 
 import enum
 import logging
+import math
 import random
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -82,6 +84,32 @@ class _Sent(enum.Enum):
 
 _SENT: Final = _Sent.SENT
 _OVERDUE: Final = _Sent.OVERDUE
+
+
+def _is_real_cancellation(exc: BaseException) -> bool:
+    """Whether ``exc`` is a cancellation of this task, not a lookalike raised by user code.
+
+    Real: a cancel scope is cancelling this task (it stays inside a cancelled
+    scope until the exception leaves it, so its effective deadline is
+    ``-inf``), or, on asyncio, someone called ``cancel()`` on the task itself
+    (a server stopping its requests: ``Task.cancelling()`` counts it).  Not
+    real: a ``CancelledError`` that a source, ``receive``, ``send`` or data
+    sender raised by itself because it awaited a future someone else
+    cancelled.  That one is a failure like any other; let through, it would
+    be swallowed by the task group and leave the connection open.  trio's
+    ``Cancelled`` cannot be raised by user code, so it is always real.
+    """
+    cancelled = anyio.get_cancelled_exc_class()
+    if not isinstance(exc, cancelled):
+        return False
+    if anyio.current_effective_deadline() == -math.inf:
+        return True
+    asyncio = sys.modules.get("asyncio")  # loaded, since this is its CancelledError
+    if asyncio is None or cancelled is not getattr(asyncio, "CancelledError", None):
+        return True  # trio
+    task = asyncio.current_task()
+    cancelling = getattr(task, "cancelling", None)  # Python 3.11+
+    return cancelling is None or cancelling() > 0
 
 
 def _body(frame: bytes, *, more_body: bool) -> Message:
@@ -428,9 +456,9 @@ class Connection:
                         budget = FAIRNESS_EVENTS
             except SlowConsumerError as exc:
                 self._fire(Trigger.FELL_BEHIND, str(exc) or "the subscriber fell behind")
-            except anyio.get_cancelled_exc_class():
-                raise
             except BaseException as exc:  # any type: the connection still ends CLOSED
+                if _is_real_cancellation(exc):
+                    raise
                 self._fail(exc)
             finally:
                 if unregister is not None:
@@ -512,7 +540,13 @@ class Connection:
             return
         if frame is None:
             return
-        outcome = await self._send_bounded(_body(frame, more_body=True), bound)
+        try:
+            outcome = await self._send_bounded(_body(frame, more_body=True), bound)
+        except BaseException as exc:  # any type: the connection still ends CLOSED
+            if _is_real_cancellation(exc):
+                raise
+            self._fail(exc)
+            return
         if isinstance(outcome, OSError):
             self._fire(Trigger.DISCONNECTED, f"sending the farewell raised {outcome!r}")
             return
@@ -576,6 +610,10 @@ class Connection:
                             Trigger.DISCONNECTED, _CLIENT_SENT[message["type"]]
                         )
                         break
+                    # Any other message (a request body chunk) is ignored.  A
+                    # checkpoint, so that a receive() that returns without
+                    # suspending cannot spin this loop and starve the others.
+                    await anyio.lowlevel.checkpoint()
                     continue
                 if machine.state is State.CLOSED:
                     break
@@ -592,9 +630,9 @@ class Connection:
                     break
                 if found is Due.PING and not await self._send_ping():
                     break
-        except anyio.get_cancelled_exc_class():
-            raise
         except BaseException as exc:  # any type: the connection still ends CLOSED
+            if _is_real_cancellation(exc):
+                raise
             self._fail(exc)
             self._cancel_scope()
             return
@@ -654,9 +692,9 @@ class Connection:
     async def _run_data_sender(self, data_sender: Callable[[], Awaitable[None]]) -> None:
         try:
             await data_sender()
-        except anyio.get_cancelled_exc_class():
-            raise
         except BaseException as exc:  # any type: the connection still ends CLOSED
+            if _is_real_cancellation(exc):
+                raise
             self._fail(exc)
             self._cancel_scope()
 
@@ -727,7 +765,11 @@ class Connection:
             # connection closed for another reason a moment before.
             return
         # Shielded: it must go out even while this task is being cancelled.
-        outcome = await self._send_bounded(_body(b"", more_body=False), bound, shield=True)
+        try:
+            outcome = await self._send_bounded(_body(b"", more_body=False), bound, shield=True)
+        except Exception as exc:  # the connection is CLOSED already: logged, not raised
+            self._fail(exc)
+            return
         if isinstance(outcome, OSError):
             logger.debug("the client left before the final empty body")
         elif outcome is _OVERDUE:

@@ -32,6 +32,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from ._connection import Connection, StreamSettings
 from ._events import DEFAULT_SEPARATOR, ServerSentEvent, validate_sep
+from ._exceptions import TransitionError
 from ._shutdown import DrainCoordinator, default_drain_coordinator, drain_coordinator_for
 from ._sources import ClosableSource, open_source
 from ._state import CloseReason, State, StateMachine, Transition, Trigger
@@ -326,6 +327,10 @@ class EventSourceResponse(Response):
         it: one coroutine frame less for every open connection, about a sixth
         of what an idle sse_sm connection costs beyond a raw ASGI loop.
         """
+        if self._connection is not None:
+            # Awaited a second time (even while the first call runs): refused
+            # before anything is sent, and the first stream is left alone.
+            return _refuse_rerun(self._machine.state)
         if scope["type"] == "websocket":
             send = _deny_websocket(send)
         settings = StreamSettings(
@@ -359,6 +364,10 @@ class EventSourceResponse(Response):
             # Starlette adds HEAD to GET routes; streaming on HEAD would never end.
             return connection.answer_head(then=self.background)
         return connection.run(then=self.background)
+
+
+async def _refuse_rerun(state: State) -> None:
+    raise TransitionError(state, Trigger.STARTED)
 
 
 def _deny_websocket(send: Send) -> Send:
