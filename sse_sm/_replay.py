@@ -381,13 +381,20 @@ class MemoryReplayStore:
         the event object itself is not changed.  An event with an id keeps
         it, and a later resume from that id works while the event is held
         (if two held events share an id, the newer one counts).
+
+        All or nothing: everything that can fail (drawing a new log's epoch,
+        encoding the event, reading the clock) happens before the store is
+        changed.  If it raises, the store is exactly as it was: no log
+        created, no sequence number or position used, no id indexed, so the
+        next event takes the place this one never had and a resume from the
+        event before it is still exact.
         """
         log = self._logs.get(topic)
+        new_log = log is None
         if log is None:
-            log = self._logs[topic] = _Log(_check_epoch(self._new_epoch()))
+            log = _Log(_check_epoch(self._new_epoch()))  # kept only if the event is
         seq = log.next_seq
-        log.next_seq = seq + 1
-        event_id = event.id
+        given_id = event_id = event.id
         if event_id is None:
             event_id = f"{log.epoch}-{seq:016d}"  # SEQ_DIGITS, written out: 20% faster
             frame = _encode_fields(
@@ -395,16 +402,22 @@ class MemoryReplayStore:
             )
         else:
             frame = event.encode()
-            if event_id:
-                log.by_id[event_id] = seq
+        max_age = self._max_age
+        now = 0.0 if max_age is None else self._clock()
+        # Nothing below raises: the event is stored whole.
+        if new_log:
+            self._logs[topic] = log
+        log.next_seq = seq + 1
+        if given_id:  # a publisher's own id ("" resets the client's id: not indexed)
+            log.by_id[given_id] = seq
         self._position += 1
         entry = Entry(topic, event_id, self._position, frame)
         log.head = self._position
         log.entries.append(entry)
         self._appended += 1
-        if self._max_age is not None:
-            log.times.append(self._clock())
-            self._expire(log)
+        if max_age is not None:
+            log.times.append(now)
+            self._expire(log, now)
         max_events = self._max_events
         if max_events is not None and len(log.entries) > max_events:
             if not log.by_id and not log.times:
@@ -420,10 +433,11 @@ class MemoryReplayStore:
         """:meth:`append_nowait`, as :class:`ReplayStore` asks; never suspends."""
         return self.append_nowait(topic, event)
 
-    def _expire(self, log: _Log) -> None:
+    def _expire(self, log: _Log, now: float | None = None) -> None:
+        """Evict ``log``'s events older than ``max_age`` at ``now`` (the clock's, if not given)."""
         if self._max_age is None:
             return
-        horizon = self._clock() - self._max_age
+        horizon = (self._clock() if now is None else now) - self._max_age
         times = log.times
         while times and times[0] <= horizon:
             log.evict_oldest()
