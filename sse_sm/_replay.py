@@ -24,6 +24,10 @@ Invariants:
   older than ``max_age`` seconds (by its injected clock); at least one of the
   two bounds must be set.  Age is enforced whenever a topic is written or
   read, and for every topic by :meth:`MemoryReplayStore.prune`.
+* **An append is all or nothing.**  The event is encoded, and the clock
+  read, before the store changes; an append that raises leaves no log, no
+  sequence number, no position and no indexed id behind, so sequence numbers
+  stay contiguous and a resume stays exact.
 * **Positions never repeat.**  Every stored event gets a ``position`` from one
   counter per store, strictly increasing, so a subscriber can drop a live
   event that a replay already gave it by comparing two integers, even across

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import json
 import re
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -924,7 +925,15 @@ def test_an_exception_of_another_kind_from_str_propagates_with_a_note_naming_the
         ("data", _Unprintable(ValueError("boom")), ValueError),
         ("comment", HUGE, ValueError),
     ],
-    ids=["retry-2**64", "retry-1e5000", "id-1e5000", "data-1e5000", "data-set", "data-str", "comment"],
+    ids=[
+        "retry-2**64",
+        "retry-1e5000",
+        "id-1e5000",
+        "data-1e5000",
+        "data-set",
+        "data-str",
+        "comment",
+    ],
 )
 def test_setters_refuse_the_same_values_naming_the_field_and_keep_the_old_value(
     field: str, value: object, error: type[Exception]
@@ -954,6 +963,25 @@ _ANYTHING = (
 )
 
 
+def _outcome(action: Callable[[], bytes]) -> bytes | TypeError | ValueError:
+    """What ``action`` returns, or the ``TypeError``/``ValueError`` it raises."""
+    try:
+        return action()
+    except (TypeError, ValueError) as exc:
+        return exc
+
+
+def _build(field: str, value: object) -> bytes:
+    kwargs: dict[str, Any] = {field: value}
+    return ServerSentEvent(**kwargs).encode()
+
+
+def _assign(field: str, value: object) -> bytes:
+    sse = ServerSentEvent()
+    setattr(sse, field, value)
+    return sse.encode()
+
+
 @FIELDS_SETTINGS
 @given(field=_FIELD, value=_ANYTHING)
 @example(field="retry", value=HUGE)
@@ -962,27 +990,18 @@ _ANYTHING = (
 @example(field="data", value=HUGE)
 @example(field="comment", value=-HUGE)
 def test_an_event_that_exists_can_be_encoded(field: str, value: object) -> None:
-    """Built, assigned or given as a dict, a value is refused naming its field, or it encodes."""
-    try:
-        sse = ServerSentEvent(**{field: value})
-    except (TypeError, ValueError) as exc:
-        assert _names(field, exc), exc
-        built = None
-    else:
-        built = sse.encode()  # never raises once built
-    assigned = ServerSentEvent()
-    try:
-        setattr(assigned, field, value)
-    except (TypeError, ValueError) as exc:
-        assert _names(field, exc), exc
-        assert built is None  # the setter refuses exactly what the constructor refuses
-    else:
-        assert assigned.encode() == built
+    """Built, assigned or given as a dict, a value is refused naming its field, or it encodes.
+
+    Encoding never raises: once built, an event can be written.  The setter
+    and the dict item refuse exactly what the constructor refuses.
+    """
+    outcomes = [_outcome(lambda: _build(field, value)), _outcome(lambda: _assign(field, value))]
     if field != "sep":  # a dict's sep is replaced by the stream's
-        try:
-            item = encode_item({field: value}, "\r\n")
-        except (TypeError, ValueError) as exc:
-            assert _names(field, exc), exc
-            assert built is None
+        outcomes.append(_outcome(lambda: encode_item({field: value}, "\r\n")))
+    built = outcomes[0]
+    for outcome in outcomes:
+        if isinstance(outcome, bytes):
+            assert outcome == built
         else:
-            assert item == built
+            assert _names(field, outcome), outcome
+            assert type(outcome) is type(built)

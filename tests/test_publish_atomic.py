@@ -128,7 +128,7 @@ def test_a_failed_append_leaves_the_store_as_it_was(
 def test_a_failed_first_append_creates_no_log() -> None:
     epochs = iter(["first", "second"])
     store = MemoryReplayStore(new_epoch=lambda: next(epochs))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="digits"):
         store.append_nowait("t", unwritable_retry())
     assert store.statistics().topics == 0
     assert store.append_nowait("t", ServerSentEvent("a")).id.endswith("-0000000000000001")
@@ -174,7 +174,11 @@ async def test_resume_after_a_failed_publish_gets_exactly_what_followed(
         with pytest.raises(error, match=match):
             await hub.publish("t", make())
         b = await hub.publish("t", "b")
-        assert (hello.id, a, b) == ("ep-0000000000000001", "ep-0000000000000002", "ep-0000000000000003")
+        assert (hello.id, a, b) == (
+            "ep-0000000000000001",
+            "ep-0000000000000002",
+            "ep-0000000000000003",
+        )
         assert data_of(parse(await read_available(live))) == ["a", "b"]
         await live.aclose()
         async with hub.subscribe("t", last_event_id=a) as resumed:

@@ -233,16 +233,17 @@ def test_divergence_negative_retry_is_refused() -> None:
 
 
 def test_divergence_retry_beyond_64_bits_is_refused() -> None:
-    """A client ignores a retry past 2**64 - 1; sse-starlette writes it, and cannot write 10**5000."""
+    """Clients ignore a retry past 2**64 - 1; sse-starlette writes it, and fails on 10**5000."""
     assert old.ServerSentEvent(retry=2**64).encode() == b"retry: 18446744073709551616\r\n\r\n"
-    with pytest.raises(ValueError):  # from int -> str, at encode time, naming nothing
+    with pytest.raises(ValueError, match="digits"):  # int -> str, when encoding, naming nothing
         old.ServerSentEvent(retry=10**5000).encode()
     for retry in (2**64, 10**5000):
-        with pytest.raises(ValueError, match="^retry"):
+        with pytest.raises(ValueError, match=r"^retry\b"):
             sse_sm.ServerSentEvent(retry=retry)
-    assert sse_sm.ServerSentEvent(retry=2**64 - 1).encode() == old.ServerSentEvent(
-        retry=2**64 - 1
-    ).encode()
+    assert (
+        sse_sm.ServerSentEvent(retry=2**64 - 1).encode()
+        == old.ServerSentEvent(retry=2**64 - 1).encode()
+    )
 
 
 def test_divergence_dict_data_is_json() -> None:
