@@ -137,7 +137,8 @@ def _text(value: object, field: str) -> str:
     try:
         return _plain(str(value))
     except (TypeError, ValueError) as exc:
-        raise _refusal(exc, f"{field}: str() of a {type(value).__name__} failed") from exc
+        kind = type(value).__name__
+        raise _refusal(exc, f"{field}: str() of a value of type {kind} failed") from exc
     except Exception as exc:
         _note(exc, f"while writing the ServerSentEvent field {field!r} with str()")
         raise
@@ -224,6 +225,9 @@ def _json_data(value: object) -> str:
         return _json(value)
     except (TypeError, ValueError) as exc:  # NaN, a set, a tuple key, an int too long...
         raise _refusal(exc, "data cannot be written as JSON") from exc
+    except Exception as exc:  # RecursionError from a deep value, a default that raises...
+        _note(exc, "while writing the ServerSentEvent field 'data' as JSON")
+        raise
 
 
 def _encode_fields(

@@ -914,6 +914,17 @@ def test_an_exception_of_another_kind_from_str_propagates_with_a_note_naming_the
     assert any("data" in note for note in getattr(caught.value, "__notes__", ()))
 
 
+def test_json_data_too_deep_to_write_propagates_with_a_note_naming_the_field() -> None:
+    deep: list[Any] = []
+    inner = deep
+    for _ in range(100_000):  # deeper than any recursion limit
+        inner.append([])
+        inner = inner[0]
+    with pytest.raises(RecursionError) as caught:
+        ServerSentEvent(deep)
+    assert any("'data'" in note for note in getattr(caught.value, "__notes__", ()))
+
+
 @pytest.mark.parametrize(
     ("field", "value", "error"),
     [
