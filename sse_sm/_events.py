@@ -4,11 +4,15 @@ Invariants:
 
 * A :class:`ServerSentEvent` that exists can be encoded: every check that the
   WHATWG event-stream format needs (no CR or LF in ``event``, no CR, LF or NUL
-  in ``id``, ``retry`` a non-negative integer, a known separator) runs when the
-  value is constructed or a field is assigned, with a ``ValueError`` or
-  ``TypeError`` that names the field.  An item from a source is therefore
-  either refused whole, before any byte of it is sent, or sent whole: no
-  stream is ever cut half-way through an event.
+  in ``id``, ``retry`` an integer from 0 to :data:`MAX_RETRY`, a known
+  separator) and every conversion to text (``str()`` of ``data``, ``comment``
+  or an ``int`` id, JSON of a ``dict`` or ``list``) runs when the value is
+  constructed or a field is assigned, with a ``ValueError`` or ``TypeError``
+  whose message starts with the field's name.  Encoding then only joins
+  strings that already exist, so it cannot fail.  An item from a source is
+  therefore either refused whole, before any byte of it is sent, or sent
+  whole: no stream is ever cut half-way through an event, and a hub never
+  stores an event it cannot write.
 * For every input that sse-starlette 3.7.1 accepts and this module does not
   refuse, the bytes are identical to sse-starlette's: fields in the order
   comment, id, event, data, retry; ``name: value`` with one space; each line
@@ -45,6 +49,7 @@ from typing import Any, Final, Literal, TypeAlias
 
 __all__ = (
     "DEFAULT_SEPARATOR",
+    "MAX_RETRY",
     "SEPARATORS",
     "JSONServerSentEvent",
     "ServerSentEvent",
@@ -60,8 +65,28 @@ Separator: TypeAlias = Literal["\r\n", "\r", "\n"]
 SEPARATORS: Final[tuple[str, ...]] = ("\r\n", "\r", "\n")
 DEFAULT_SEPARATOR: Final = "\r\n"
 
+#: The largest ``retry`` accepted, in milliseconds: the largest unsigned 64-bit
+#: integer.  Clients keep the reconnection time in 64 bits at most (Chromium's
+#: parser ignores a ``retry`` field that does not fit in an unsigned 64-bit
+#: integer), so a larger value would be sent and then silently ignored; far
+#: larger ones (above 4300 digits) Python cannot even write.  It is 584 million
+#: years: no reconnection delay a server means is refused.
+MAX_RETRY: Final = 2**64 - 1
+
 _FIELD_NAMES: Final = frozenset({"data", "event", "id", "retry", "comment", "sep"})
 _SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _shown(value: object) -> str:
+    """``repr(value)`` for an error message, or its type when even ``repr`` fails.
+
+    An ``int`` of more than 4300 digits has no ``repr``; the message about it
+    must not raise an error of its own instead.
+    """
+    try:
+        return repr(value)
+    except Exception:
+        return f"a {type(value).__name__} without a repr"
 
 
 def validate_sep(sep: object) -> str:
@@ -69,7 +94,7 @@ def validate_sep(sep: object) -> str:
     if sep is None:
         return DEFAULT_SEPARATOR
     if not isinstance(sep, str) or sep not in SEPARATORS:
-        raise ValueError(f"sep must be one of '\\r\\n', '\\r', '\\n', got {sep!r}")
+        raise ValueError(f"sep must be one of '\\r\\n', '\\r', '\\n', got {_shown(sep)}")
     return sep
 
 
@@ -101,9 +126,34 @@ def _plain(text: str) -> str:
     return text if type(text) is str else str.__str__(text)
 
 
-def _text(value: object) -> str:
-    """``str(value)`` as an exact ``str`` (``__str__`` may return a subclass)."""
-    return _plain(str(value))
+def _text(value: object, field: str) -> str:
+    """``str(value)`` as an exact ``str`` (``__str__`` may return a subclass).
+
+    A ``TypeError`` or ``ValueError`` from ``str()`` (an ``int`` too long to
+    write, a ``__str__`` that refuses) is raised again, of the same kind, with
+    a message that names ``field``; any other exception is the caller's own
+    and propagates unchanged, with a note that names ``field``.
+    """
+    try:
+        return _plain(str(value))
+    except (TypeError, ValueError) as exc:
+        kind = type(value).__name__
+        raise _refusal(exc, f"{field}: str() of a value of type {kind} failed") from exc
+    except Exception as exc:
+        _note(exc, f"while writing the ServerSentEvent field {field!r} with str()")
+        raise
+
+
+def _refusal(exc: TypeError | ValueError, what: str) -> TypeError | ValueError:
+    """A ``TypeError`` or ``ValueError`` (as ``exc`` is) saying ``what`` failed and why."""
+    kind = ValueError if isinstance(exc, ValueError) else TypeError
+    return kind(f"{what}: {exc}")
+
+
+def _note(exc: BaseException, note: str) -> None:
+    add_note = getattr(exc, "add_note", None)  # Python 3.11 and newer
+    if add_note is not None:
+        add_note(note)
 
 
 def _check_event(event: object) -> str | None:
@@ -122,7 +172,13 @@ def _check_id(id: object) -> str | None:
         return None
     if isinstance(id, bool) or not isinstance(id, (str, int)):
         raise TypeError(f"id must be a str (or an int), got {type(id).__name__}")
-    text = _plain(id) if isinstance(id, str) else int.__repr__(id)
+    if isinstance(id, str):
+        text = _plain(id)
+    else:
+        try:
+            text = int.__repr__(id)
+        except ValueError as exc:  # more digits than Python writes
+            raise ValueError(f"id: an int that cannot be written in decimal: {exc}") from None
     if "\r" in text or "\n" in text or "\0" in text:
         # A browser ignores an id containing NUL, and CR/LF would end the field.
         raise ValueError(f"id must not contain CR, LF or NUL: {text!r}")
@@ -136,7 +192,13 @@ def _check_retry(retry: object) -> int | None:
         raise TypeError(f"retry must be an int of milliseconds, got {type(retry).__name__}")
     if retry < 0:
         # The spec ignores a retry field that is not all ASCII digits.
-        raise ValueError(f"retry must be >= 0 milliseconds, got {retry}")
+        raise ValueError(f"retry must be >= 0 milliseconds, got {_shown(retry)}")
+    if retry > MAX_RETRY:
+        # Not written out: it may have more digits than Python will write.
+        raise ValueError(
+            f"retry must be at most {MAX_RETRY} milliseconds (2**64 - 1, the largest "
+            f"a client reads), got an int of {retry.bit_length()} bits"
+        )
     return retry
 
 
@@ -144,17 +206,28 @@ def _data_text(data: object) -> str | None:
     if data is None or type(data) is str:
         return data
     if isinstance(data, (dict, list)):
-        return _json(data)
+        return _json_data(data)
     if isinstance(data, (bytes, bytearray, memoryview)):
         try:
             return bytes(data).decode("utf-8")
         except UnicodeDecodeError as exc:
             raise ValueError(f"data bytes are not valid UTF-8: {exc}") from None
-    return _text(data)
+    return _text(data, "data")
 
 
 def _json(value: object) -> str:
     return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+
+
+def _json_data(value: object) -> str:
+    """``data`` as compact JSON; a value JSON cannot hold is refused naming the field."""
+    try:
+        return _json(value)
+    except (TypeError, ValueError) as exc:  # NaN, a set, a tuple key, an int too long...
+        raise _refusal(exc, "data cannot be written as JSON") from exc
+    except Exception as exc:  # RecursionError from a deep value, a default that raises...
+        _note(exc, "while writing the ServerSentEvent field 'data' as JSON")
+        raise
 
 
 def _encode_fields(
@@ -260,7 +333,7 @@ class ServerSentEvent:
             id = _check_id(id)
         self._id = id
         self._retry = None if retry is None else _check_retry(retry)
-        self._comment = None if comment is None else _text(comment)
+        self._comment = None if comment is None else _text(comment, "comment")
         self._sep = DEFAULT_SEPARATOR if sep is None else validate_sep(sep)
 
     @property
@@ -301,7 +374,7 @@ class ServerSentEvent:
 
     @comment.setter
     def comment(self, value: str | None) -> None:
-        self._comment = None if value is None else _text(value)
+        self._comment = None if value is None else _text(value, "comment")
 
     @property
     def sep(self) -> str:
@@ -358,7 +431,7 @@ class JSONServerSentEvent(ServerSentEvent):
         sep: str | None = None,
     ) -> None:
         super().__init__(
-            None if data is None else _json(data),
+            None if data is None else _json_data(data),
             event=event,
             id=id,
             retry=retry,
@@ -430,7 +503,7 @@ def _encode_mapping_in_full(fields: Mapping[str, Any], sep: str) -> bytes:
         _check_event(event),
         _check_id(id),
         _check_retry(retry),
-        None if comment is None else _text(comment),
+        None if comment is None else _text(comment, "comment"),
         sep,
     )
 

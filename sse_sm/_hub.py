@@ -27,6 +27,13 @@ Invariants:
   client's id, and every run of events a drop policy discarded, reaches the
   client as one ``sse_sm.gap`` event at the place of the hole, and is
   counted in :meth:`Hub.statistics`.
+* **All or nothing.**  An item that cannot be an event is refused by
+  :class:`~sse_sm.ServerSentEvent` (a ``TypeError`` or ``ValueError`` naming
+  the field) before the backend sees it, and the backend encodes before it
+  assigns an id or a sequence number, so a publish that raises has stored
+  nothing and used nothing: a resume after the event before it stays exact.
+  Once an entry is stored the fan-out never raises: a subscriber that cannot
+  take it is let go (it resumes from the store), the others get it.
 * **Lossless when asked.**  Under ``BLOCK`` the publisher waits for room in
   every ``BLOCK`` subscriber's buffer before the backend stores the event, so
   a cancelled publish has stored nothing; after ``block_timeout`` the
@@ -353,10 +360,16 @@ class Hub:
         Returns:
             The event's id.
 
+        All or nothing: if it raises, nothing was stored and no id or
+        sequence number was used, so the next event takes this one's place
+        and a client resuming after the previous event misses nothing and
+        sees nothing twice.
+
         Raises:
             anyio.ClosedResourceError: the hub is closed (also if it closes
                 while this call waits).
-            TypeError, ValueError: the item cannot be an event.
+            TypeError, ValueError: the item cannot be an event; the message
+                starts with the name of the field at fault.
         """
         if self._closed:
             raise anyio.ClosedResourceError
@@ -408,51 +421,72 @@ class Hub:
             self._discard_if_idle(topic)
 
     def _fan_out(self, entry: Entry) -> None:
-        """The backend's listener: one entry into every subscriber's buffer.  Never suspends."""
+        """The backend's listener: one entry into every subscriber's buffer.  Never suspends.
+
+        Never raises either: the entry is already stored, so a subscriber
+        that cannot take it (its buffer or its wake-up failed, which only a
+        bug or exhausted memory can do) is let go with the error as its
+        reason, like a slow consumer, and resumes from the store; the others
+        get the entry.  Raising instead would skip the subscribers after it
+        (a silent hole) and tell the publisher that a stored event failed.
+        """
         topic = self._topics.get(entry.topic)
         if topic is None:
             return
         position = entry.position
         overflowed: list[SubscriberState] | None = None
+        failed: list[tuple[SubscriberState, Exception]] | None = None
         for state in topic.subscribers:
             if position <= state.after:
                 continue  # the replay already has it
-            count = state.count
-            if count < state.size:
-                state.buffer.append(entry)
-                state.count = count = count + 1
-                if count == state.size and state.blocks:
-                    topic.full_blockers += 1
-                waiter = state.waiter
-                if waiter is not None:
-                    state.waiter = None
-                    waiter.set()
-                continue
-            policy = state.policy
-            buffer = state.buffer
-            if policy is SlowConsumerPolicy.DROP_OLDEST:
-                first = buffer[0]
-                if type(first) is DropMarker:
-                    del buffer[1]  # the oldest entry, right after the marker
-                    first.count += 1
-                else:
-                    buffer[0] = DropMarker()  # the oldest entry becomes the hole
-                buffer.append(entry)
-                state.dropped += 1
-            elif policy is SlowConsumerPolicy.DROP_NEWEST:
-                last = buffer[-1]
-                if type(last) is DropMarker:
-                    last.count += 1
-                else:
-                    buffer.append(DropMarker())
-                state.dropped += 1
-            else:  # DISCONNECT, or BLOCK reached by an entry that did not wait for room
-                if overflowed is None:
-                    overflowed = []
-                overflowed.append(state)
+            try:
+                count = state.count
+                if count < state.size:
+                    state.buffer.append(entry)
+                    state.count = count = count + 1
+                    if count == state.size and state.blocks:
+                        topic.full_blockers += 1
+                    waiter = state.waiter
+                    if waiter is not None:
+                        state.waiter = None
+                        waiter.set()
+                    continue
+                policy = state.policy
+                buffer = state.buffer
+                if policy is SlowConsumerPolicy.DROP_OLDEST:
+                    first = buffer[0]
+                    if type(first) is DropMarker:
+                        del buffer[1]  # the oldest entry, right after the marker
+                        first.count += 1
+                    else:
+                        buffer[0] = DropMarker()  # the oldest entry becomes the hole
+                    buffer.append(entry)
+                    state.dropped += 1
+                elif policy is SlowConsumerPolicy.DROP_NEWEST:
+                    last = buffer[-1]
+                    if type(last) is DropMarker:
+                        last.count += 1
+                    else:
+                        buffer.append(DropMarker())
+                    state.dropped += 1
+                else:  # DISCONNECT, or BLOCK reached by an entry that did not wait for room
+                    if overflowed is None:
+                        overflowed = []
+                    overflowed.append(state)
+            except Exception as exc:  # let go after the loop: it changes topic.subscribers
+                if failed is None:
+                    failed = []
+                failed.append((state, exc))
         if overflowed is not None:
             for state in overflowed:
                 reason = f"the subscriber to {topic.name!r} fell {state.size} events behind"
+                self._let_go(state, reason, refused=1)
+        if failed is not None:
+            for state, error in failed:
+                reason = (
+                    f"the subscriber to {topic.name!r} could not take event {entry.id!r} "
+                    f"(it resumes from the store): {error!r}"
+                )
                 self._let_go(state, reason, refused=1)
 
     def publish_from_thread(self, topic: str, item: object) -> str:

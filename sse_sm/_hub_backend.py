@@ -13,7 +13,12 @@ Invariants of the contract (:class:`HubBackend`):
 * **Listeners are synchronous.**  A listener is the hub's fan-out; it never
   suspends, so it can run inside :meth:`HubBackend.publish` or inside a
   backend's reader task without either waiting on a slow subscriber.  Back
-  pressure is the hub's business, applied before it calls ``publish``.
+  pressure is the hub's business, applied before it calls ``publish``.  Nor
+  does it raise: the entry is stored when it runs.
+* **A failed publish used nothing.**  :meth:`HubBackend.publish` encodes the
+  event before it gives it an id, a sequence number or a position; if it
+  raises, the store is as it was, so the next event takes the failed one's
+  place and a resume from the event before it stays exact.
 * **Per topic, in position order.**  A backend calls a hub's listener on that
   hub's event loop, one entry at a time, in increasing position within a
   topic.  Entries may repeat (a subscriber drops what it already has).
@@ -48,7 +53,8 @@ class HubBackend(Protocol):
     async def publish(self, topic: str, event: ServerSentEvent) -> Entry:
         """Store ``event`` (an automatic id if it has none) and deliver it to every listener.
 
-        Returns the stored entry.  If this raises, the event was not stored.
+        Returns the stored entry.  If this raises, the event was not stored
+        and no id, sequence number or position was used.
         """
         ...
 
@@ -94,7 +100,12 @@ class MemoryBackend:
         self._listeners: tuple[EntryListener, ...] = ()
 
     async def publish(self, topic: str, event: ServerSentEvent) -> Entry:
-        """Store and fan out at once; never suspends (see the module's invariants)."""
+        """Store and fan out at once; never suspends (see the module's invariants).
+
+        The store's append is all or nothing (see
+        :meth:`~sse_sm.MemoryReplayStore.append_nowait`); the listeners run
+        only once the entry is stored, and do not raise.
+        """
         entry = self.store.append_nowait(topic, event)
         for listener in self._listeners:
             listener(entry)

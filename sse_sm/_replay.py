@@ -24,6 +24,10 @@ Invariants:
   older than ``max_age`` seconds (by its injected clock); at least one of the
   two bounds must be set.  Age is enforced whenever a topic is written or
   read, and for every topic by :meth:`MemoryReplayStore.prune`.
+* **An append is all or nothing.**  The event is encoded, and the clock
+  read, before the store changes; an append that raises leaves no log, no
+  sequence number, no position and no indexed id behind, so sequence numbers
+  stay contiguous and a resume stays exact.
 * **Positions never repeat.**  Every stored event gets a ``position`` from one
   counter per store, strictly increasing, so a subscriber can drop a live
   event that a replay already gave it by comparing two integers, even across
@@ -381,13 +385,20 @@ class MemoryReplayStore:
         the event object itself is not changed.  An event with an id keeps
         it, and a later resume from that id works while the event is held
         (if two held events share an id, the newer one counts).
+
+        All or nothing: everything that can fail (drawing a new log's epoch,
+        encoding the event, reading the clock) happens before the store is
+        changed.  If it raises, the store is exactly as it was: no log
+        created, no sequence number or position used, no id indexed, so the
+        next event takes the place this one never had and a resume from the
+        event before it is still exact.
         """
         log = self._logs.get(topic)
+        new_log = log is None
         if log is None:
-            log = self._logs[topic] = _Log(_check_epoch(self._new_epoch()))
+            log = _Log(_check_epoch(self._new_epoch()))  # kept only if the event is
         seq = log.next_seq
-        log.next_seq = seq + 1
-        event_id = event.id
+        given_id = event_id = event.id
         if event_id is None:
             event_id = f"{log.epoch}-{seq:016d}"  # SEQ_DIGITS, written out: 20% faster
             frame = _encode_fields(
@@ -395,16 +406,22 @@ class MemoryReplayStore:
             )
         else:
             frame = event.encode()
-            if event_id:
-                log.by_id[event_id] = seq
+        max_age = self._max_age
+        now = 0.0 if max_age is None else self._clock()
+        # Nothing below raises: the event is stored whole.
+        if new_log:
+            self._logs[topic] = log
+        log.next_seq = seq + 1
+        if given_id:  # a publisher's own id ("" resets the client's id: not indexed)
+            log.by_id[given_id] = seq
         self._position += 1
         entry = Entry(topic, event_id, self._position, frame)
         log.head = self._position
         log.entries.append(entry)
         self._appended += 1
-        if self._max_age is not None:
-            log.times.append(self._clock())
-            self._expire(log)
+        if max_age is not None:
+            log.times.append(now)
+            self._expire(log, now)
         max_events = self._max_events
         if max_events is not None and len(log.entries) > max_events:
             if not log.by_id and not log.times:
@@ -420,10 +437,11 @@ class MemoryReplayStore:
         """:meth:`append_nowait`, as :class:`ReplayStore` asks; never suspends."""
         return self.append_nowait(topic, event)
 
-    def _expire(self, log: _Log) -> None:
+    def _expire(self, log: _Log, now: float | None = None) -> None:
+        """Evict ``log``'s events older than ``max_age`` at ``now`` (the clock's, if not given)."""
         if self._max_age is None:
             return
-        horizon = self._clock() - self._max_age
+        horizon = (self._clock() if now is None else now) - self._max_age
         times = log.times
         while times and times[0] <= horizon:
             log.evict_oldest()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import json
 import re
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -813,3 +814,205 @@ def test_a_dict_item_encodes_as_the_event_its_keywords_build(
     except (TypeError, ValueError) as exc:
         got = type(exc)
     assert got == expected
+
+
+# --------------------------------------------------------------------------- refused when built
+
+#: More decimal digits than Python writes by default (``sys.get_int_max_str_digits``).
+HUGE = 10**5000
+#: The largest retry a client can read: an unsigned 64-bit number of milliseconds.
+LARGEST_RETRY = 2**64 - 1
+
+
+class _Unprintable:
+    """A value whose ``str()`` raises ``exc``."""
+
+    def __init__(self, exc: Exception) -> None:
+        self.exc = exc
+
+    def __str__(self) -> str:
+        raise self.exc
+
+
+def _names(field: str, exc: BaseException) -> bool:
+    """Whether the message of ``exc`` starts with the name of ``field``."""
+    return re.match(rf"{field}\b", str(exc)) is not None
+
+
+@pytest.mark.parametrize(
+    "retry", [LARGEST_RETRY + 1, 10**20, 10**4299, HUGE], ids=["2**64", "1e20", "1e4299", "1e5000"]
+)
+def test_a_retry_no_client_can_read_is_refused_naming_the_field(retry: int) -> None:
+    with pytest.raises(ValueError, match=r"^retry\b") as caught:
+        ServerSentEvent("x", retry=retry)
+    assert str(LARGEST_RETRY) in str(caught.value)  # says what the bound is
+
+
+def test_the_largest_retry_is_written_and_read_back() -> None:
+    wire = ServerSentEvent(retry=LARGEST_RETRY).encode()
+    assert wire == b"retry: 18446744073709551615\r\n\r\n"
+    assert _one(ServerSentEvent("x", retry=LARGEST_RETRY).encode()).retry == LARGEST_RETRY
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field", "error"),
+    [
+        ({"data": HUGE}, "data", ValueError),
+        ({"data": -HUGE}, "data", ValueError),
+        ({"data": [HUGE]}, "data", ValueError),
+        ({"data": {"n": float("nan")}}, "data", ValueError),
+        ({"data": {"s": {1, 2}}}, "data", TypeError),
+        ({"data": {(1, 2): "tuple key"}}, "data", TypeError),
+        ({"data": _Unprintable(ValueError("boom"))}, "data", ValueError),
+        ({"data": _Unprintable(TypeError("boom"))}, "data", TypeError),
+        ({"id": HUGE}, "id", ValueError),
+        ({"id": -HUGE}, "id", ValueError),
+        ({"comment": HUGE}, "comment", ValueError),
+        ({"comment": _Unprintable(ValueError("boom"))}, "comment", ValueError),
+    ],
+    ids=[
+        "huge-int-data",
+        "huge-negative-data",
+        "huge-int-in-list-data",
+        "nan-in-dict-data",
+        "set-in-dict-data",
+        "tuple-key-data",
+        "data-str-raises-ValueError",
+        "data-str-raises-TypeError",
+        "huge-int-id",
+        "huge-negative-id",
+        "huge-int-comment",
+        "comment-str-raises-ValueError",
+    ],
+)
+def test_a_value_that_cannot_be_written_is_refused_naming_the_field(
+    kwargs: dict[str, Any], field: str, error: type[Exception]
+) -> None:
+    with pytest.raises(error) as caught:
+        ServerSentEvent(**kwargs)
+    assert _names(field, caught.value), caught.value
+    with pytest.raises(error) as caught:
+        encode_item(kwargs, "\n")  # a dict item: the same refusal
+    assert _names(field, caught.value), caught.value
+
+
+def test_json_event_data_that_is_not_json_is_refused_naming_the_field() -> None:
+    for bad, error in ((float("nan"), ValueError), ({1, 2}, TypeError), ([HUGE], ValueError)):
+        with pytest.raises(error) as caught:
+            JSONServerSentEvent(bad)
+        assert _names("data", caught.value), caught.value
+
+
+def test_an_exception_of_another_kind_from_str_propagates_with_a_note_naming_the_field() -> None:
+    """Not a TypeError or ValueError: the caller's own exception, kept, with the field noted."""
+
+    class Broken(Exception):
+        pass
+
+    with pytest.raises(Broken) as caught:
+        ServerSentEvent(_Unprintable(Broken("mine")))
+    assert any("data" in note for note in getattr(caught.value, "__notes__", ()))
+
+
+def test_json_data_too_deep_to_write_propagates_with_a_note_naming_the_field() -> None:
+    deep: list[Any] = []
+    inner = deep
+    for _ in range(100_000):  # deeper than any recursion limit
+        inner.append([])
+        inner = inner[0]
+    with pytest.raises(RecursionError) as caught:
+        ServerSentEvent(deep)
+    assert any("'data'" in note for note in getattr(caught.value, "__notes__", ()))
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "error"),
+    [
+        ("retry", LARGEST_RETRY + 1, ValueError),
+        ("retry", HUGE, ValueError),
+        ("id", HUGE, ValueError),
+        ("data", HUGE, ValueError),
+        ("data", {"s": {1}}, TypeError),
+        ("data", _Unprintable(ValueError("boom")), ValueError),
+        ("comment", HUGE, ValueError),
+    ],
+    ids=[
+        "retry-2**64",
+        "retry-1e5000",
+        "id-1e5000",
+        "data-1e5000",
+        "data-set",
+        "data-str",
+        "comment",
+    ],
+)
+def test_setters_refuse_the_same_values_naming_the_field_and_keep_the_old_value(
+    field: str, value: object, error: type[Exception]
+) -> None:
+    sse = ServerSentEvent("d", event="e", id="i", retry=1, comment="c")
+    before = sse.encode()
+    with pytest.raises(error) as caught:
+        setattr(sse, field, value)
+    assert _names(field, caught.value), caught.value
+    assert sse.encode() == before
+
+
+_FIELD = st.sampled_from(["data", "event", "id", "retry", "comment", "sep"])
+_ANYTHING = (
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.integers(min_value=2**63, max_value=2**65)
+    | st.integers(min_value=4295, max_value=4400).map(lambda digits: 10**digits)
+    | st.sampled_from([HUGE, -HUGE, LARGEST_RETRY, float("nan"), 1.5, "\0", "\r\n"])
+    | st.floats()
+    | _texts()
+    | st.binary(max_size=6)
+    | st.lists(st.integers() | st.floats() | st.just(HUGE), max_size=3)
+    | st.dictionaries(_texts(max_size=3), st.floats() | st.integers(), max_size=2)
+    | st.builds(_Unprintable, st.sampled_from([ValueError("v"), TypeError("t")]))
+)
+
+
+def _outcome(action: Callable[[], bytes]) -> bytes | TypeError | ValueError:
+    """What ``action`` returns, or the ``TypeError``/``ValueError`` it raises."""
+    try:
+        return action()
+    except (TypeError, ValueError) as exc:
+        return exc
+
+
+def _build(field: str, value: object) -> bytes:
+    kwargs: dict[str, Any] = {field: value}
+    return ServerSentEvent(**kwargs).encode()
+
+
+def _assign(field: str, value: object) -> bytes:
+    sse = ServerSentEvent()
+    setattr(sse, field, value)
+    return sse.encode()
+
+
+@FIELDS_SETTINGS
+@given(field=_FIELD, value=_ANYTHING)
+@example(field="retry", value=HUGE)
+@example(field="retry", value=LARGEST_RETRY + 1)
+@example(field="id", value=HUGE)
+@example(field="data", value=HUGE)
+@example(field="comment", value=-HUGE)
+def test_an_event_that_exists_can_be_encoded(field: str, value: object) -> None:
+    """Built, assigned or given as a dict, a value is refused naming its field, or it encodes.
+
+    Encoding never raises: once built, an event can be written.  The setter
+    and the dict item refuse exactly what the constructor refuses.
+    """
+    outcomes = [_outcome(lambda: _build(field, value)), _outcome(lambda: _assign(field, value))]
+    if field != "sep":  # a dict's sep is replaced by the stream's
+        outcomes.append(_outcome(lambda: encode_item({field: value}, "\r\n")))
+    built = outcomes[0]
+    for outcome in outcomes:
+        if isinstance(outcome, bytes):
+            assert outcome == built
+        else:
+            assert _names(field, outcome), outcome
+            assert type(outcome) is type(built)

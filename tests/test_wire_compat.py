@@ -42,7 +42,7 @@ def _memoryview(raw: bytes) -> memoryview:
 _data = st.none() | _texts() | st.integers()
 _event = st.none() | _texts(exclude="\r\n")
 _id = st.none() | _texts(exclude="\r\n\0")
-_retry = st.none() | st.integers(min_value=0, max_value=2**64)
+_retry = st.none() | st.integers(min_value=0, max_value=2**64 - 1)
 _comment = st.none() | _texts()
 _sep = st.sampled_from(SEPARATORS)
 _json = st.recursive(
@@ -230,6 +230,20 @@ def test_divergence_negative_retry_is_refused() -> None:
     assert old.ServerSentEvent(retry=-5).encode() == b"retry: -5\r\n\r\n"
     with pytest.raises(ValueError, match="retry"):
         sse_sm.ServerSentEvent(retry=-5)
+
+
+def test_divergence_retry_beyond_64_bits_is_refused() -> None:
+    """Clients ignore a retry past 2**64 - 1; sse-starlette writes it, and fails on 10**5000."""
+    assert old.ServerSentEvent(retry=2**64).encode() == b"retry: 18446744073709551616\r\n\r\n"
+    with pytest.raises(ValueError, match="digits"):  # int -> str, when encoding, naming nothing
+        old.ServerSentEvent(retry=10**5000).encode()
+    for retry in (2**64, 10**5000):
+        with pytest.raises(ValueError, match=r"^retry\b"):
+            sse_sm.ServerSentEvent(retry=retry)
+    assert (
+        sse_sm.ServerSentEvent(retry=2**64 - 1).encode()
+        == old.ServerSentEvent(retry=2**64 - 1).encode()
+    )
 
 
 def test_divergence_dict_data_is_json() -> None:
