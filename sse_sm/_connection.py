@@ -730,11 +730,15 @@ class Connection:
             self._machine._tally(Trigger.EVENT_SENT, count)
 
     def _cleanup_bound(self) -> float | None:
-        """How long a shielded final send may take: send_timeout, else cleanup_timeout."""
+        """How long a shielded final send may take: ``send_timeout``, else
+        ``cleanup_timeout`` but at least :data:`FAREWELL_SEND_BOUND` (a
+        ``cleanup_timeout=0``, "do not wait for the source's close", must not
+        cut every clean end), else no bound (``cleanup_timeout=None``)."""
         settings = self._settings
-        return (
-            settings.send_timeout if settings.send_timeout is not None else settings.cleanup_timeout
-        )
+        if settings.send_timeout is not None:
+            return settings.send_timeout
+        cleanup = settings.cleanup_timeout
+        return None if cleanup is None else max(cleanup, FAREWELL_SEND_BOUND)
 
     def _fail(self, exc: BaseException) -> None:
         """Close with reason ``error`` and keep ``exc`` to re-raise, if still open.

@@ -19,7 +19,6 @@ body cleanly; shutdown is app-scoped rather than process-global.
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import AsyncIterable, Awaitable, Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Final, TypeAlias, final
@@ -31,11 +30,20 @@ from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
 from ._connection import Connection, StreamSettings
-from ._events import DEFAULT_SEPARATOR, ServerSentEvent, validate_sep
+from ._events import DEFAULT_SEPARATOR, MAX_RETRY, ServerSentEvent, validate_sep
 from ._exceptions import TransitionError
 from ._shutdown import DrainCoordinator, default_drain_coordinator, drain_coordinator_for
 from ._sources import ClosableSource, open_source
 from ._state import CloseReason, State, StateMachine, Transition, Trigger
+from ._validation import (
+    check_awaitable_callable,
+    check_callable,
+    check_headers,
+    check_media_type,
+    check_retry_range,
+    check_seconds,
+    check_status_code,
+)
 
 __all__ = ("Content", "EventSourceResponse", "StreamStatistics")
 
@@ -74,42 +82,6 @@ class StreamStatistics:
     time_in_states: Mapping[State, float]
     #: The changes of state so far, oldest first.
     history: tuple[Transition, ...]
-
-
-def _check_seconds(name: str, value: object, *, allow_zero: bool) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number of seconds, got {type(value).__name__}")
-    if math.isnan(value) or value < 0 or (value == 0 and not allow_zero):
-        bound = ">= 0" if allow_zero else "> 0"
-        raise ValueError(f"{name} must be {bound} seconds, got {value!r}")
-    return value
-
-
-def _check_retry_range(value: object) -> tuple[int, int] | None:
-    """``drain_retry``: milliseconds, one value or an inclusive (low, high) range."""
-    if value is None:
-        return None
-    if isinstance(value, int) and not isinstance(value, bool):
-        low = high = value
-    elif (
-        isinstance(value, tuple)
-        and len(value) == 2
-        and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
-    ):
-        low, high = value
-    else:
-        raise TypeError(
-            "drain_retry must be milliseconds as an int or a (low, high) tuple of ints, "
-            f"got {value!r}"
-        )
-    if not 0 <= low <= high:
-        raise ValueError(f"drain_retry must satisfy 0 <= low <= high, got {value!r}")
-    return (low, high)
-
-
-def _check_callable(name: str, value: object) -> None:
-    if value is not None and not callable(value):
-        raise TypeError(f"{name} must be callable, got {type(value).__name__}")
 
 
 class EventSourceResponse(Response):
@@ -194,38 +166,50 @@ class EventSourceResponse(Response):
         drain_retry: int | tuple[int, int] | None = None,
     ) -> None:
         self.sep = validate_sep(sep)
-        self.body_iterator: ClosableSource = open_source(content)
-        self.status_code = status_code
+        self.status_code = check_status_code("status_code", status_code)
+        headers = check_headers("headers", headers)
+        media_type = check_media_type("media_type", media_type)
         self.media_type = self.media_type if media_type is None else media_type
+        check_awaitable_callable("background", background)
         self.background = background
         self.ping_interval = self.DEFAULT_PING_INTERVAL if ping is None else ping
-        _check_callable("ping_message_factory", ping_message_factory)
-        _check_callable("data_sender_callable", data_sender_callable)
-        _check_callable("client_close_handler_callable", client_close_handler_callable)
-        _check_callable("on_transition", on_transition)
-        _check_callable("farewell_factory", farewell_factory)
+        check_callable("ping_message_factory", ping_message_factory)
+        check_callable("data_sender_callable", data_sender_callable)
+        check_callable("client_close_handler_callable", client_close_handler_callable)
+        check_callable("on_transition", on_transition)
+        check_callable("farewell_factory", farewell_factory)
         self.farewell_factory = farewell_factory
-        self.drain_retry = _check_retry_range(drain_retry)
+        self.drain_retry = check_retry_range("drain_retry", drain_retry, maximum=MAX_RETRY)
         self.ping_message_factory = ping_message_factory
         self.data_sender_callable = data_sender_callable
         self.client_close_handler_callable = client_close_handler_callable
         self.send_timeout = (
             None
             if send_timeout is None
-            else _check_seconds("send_timeout", send_timeout, allow_zero=False)
+            else check_seconds("send_timeout", send_timeout, allow_zero=False)
         )
+        if shutdown_event is not None and not (
+            callable(getattr(shutdown_event, "set", None))
+            and callable(getattr(shutdown_event, "is_set", None))
+        ):
+            raise TypeError(
+                "shutdown_event must be an event with set() and is_set() (anyio.Event), "
+                f"got {type(shutdown_event).__name__}"
+            )
         self._shutdown_event = shutdown_event
-        self._shutdown_grace_period = _check_seconds(
+        self._shutdown_grace_period = check_seconds(
             "shutdown_grace_period", shutdown_grace_period, allow_zero=True
         )
         self._cleanup_timeout = (
             None
             if cleanup_timeout is None
-            else _check_seconds("cleanup_timeout", cleanup_timeout, allow_zero=True)
+            else check_seconds("cleanup_timeout", cleanup_timeout, allow_zero=True)
         )
         if drain_coordinator is not None and not isinstance(drain_coordinator, DrainCoordinator):
             raise TypeError("drain_coordinator must be a DrainCoordinator")
         self._drain_coordinator = drain_coordinator
+        # Last: every other argument is checked before the content is wrapped.
+        self.body_iterator: ClosableSource = open_source(content)
 
         self._init_sse_headers(headers)
 
@@ -263,7 +247,7 @@ class EventSourceResponse(Response):
 
     @ping_interval.setter
     def ping_interval(self, value: float) -> None:
-        self._ping_interval = _check_seconds("ping interval", value, allow_zero=True)
+        self._ping_interval = check_seconds("ping", value, allow_zero=True)
 
     def enable_compression(self, force: bool = False) -> None:
         """Refuse: a compressor buffers events and delays them (and the pings)."""
