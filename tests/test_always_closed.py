@@ -302,3 +302,58 @@ async def test_a_head_answer_whose_send_raises_any_base_exception_closes_with_er
     assert raised.value is exc
     assert response.close_reason is CloseReason.ERROR
     assert source.closed
+
+
+def _state(response: EventSourceResponse) -> State:
+    return response.state  # read anew each time (no narrowing across awaits)
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+@pytest.mark.parametrize("where", ["source", "farewell"])
+async def test_a_server_cancelling_the_task_itself_is_a_cancellation(
+    anyio_backend: str, where: str
+) -> None:
+    """daphne stops by calling ``cancel()`` on each request's asyncio task, with
+    no anyio scope involved: that is a cancellation (not a failure), whether it
+    reaches the source's await or the farewell's send."""
+    import asyncio
+
+    goodbye = anyio.Event()
+
+    async def source() -> AsyncIterator[str]:
+        yield "a"
+        await goodbye.wait()
+        yield "goodbye"
+        await anyio.sleep_forever()
+
+    farewell_started = asyncio.Event()
+
+    async def send(message: Message) -> None:
+        if b"bye!" in message.get("body", b""):
+            farewell_started.set()
+            await asyncio.sleep(3600)
+
+    coordinator = DrainCoordinator(automatic=False)
+    response = EventSourceResponse(
+        source(),
+        ping=0,
+        shutdown_event=goodbye,
+        shutdown_grace_period=0.05 if where == "farewell" else 30,
+        drain_coordinator=coordinator,
+        farewell_factory=lambda: "bye!",
+    )
+    task = asyncio.ensure_future(response(http_scope(), never_receive, send))
+    with anyio.fail_after(5):
+        while _state(response) is not State.STREAMING:
+            await asyncio.sleep(0.001)
+        coordinator.request_drain("test")
+        if where == "farewell":
+            await farewell_started.wait()
+        else:
+            while _state(response) is not State.DRAINING:
+                await asyncio.sleep(0.001)
+            await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert response.close_reason is CloseReason.CANCELLED
