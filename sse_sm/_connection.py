@@ -401,11 +401,7 @@ class Connection:
             try:
                 if not await self._send_start():
                     return  # closed in OPEN; the finally below stops the tasks
-                coordinator = settings.drain_coordinator
-                if coordinator is not None:
-                    if coordinator.automatic:
-                        follow_server_shutdown(coordinator)  # before register: no gap
-                    unregister = coordinator.register(self._drain)
+                unregister = self._follow_drains()
                 source_next = self._source.__anext__
                 send = self._send
                 sep = settings.sep
@@ -465,15 +461,25 @@ class Connection:
                     unregister()
                 # Stop the watcher's waits and pings and the data sender.
                 self._cancel_scope()
+        await self._end_phase(source_ended=exhausted)
+
+    async def _end_phase(self, *, source_ended: bool) -> None:
+        """After the task group: finish a drain, then end the body if the reason is clean.
+
+        A drain's closing trigger is fired here, after the farewell, and not
+        where its fact was detected: the farewell can still fail (a send
+        timeout, a client gone), and then that failure is the close reason.
+        ``source_ended`` says which fact it was: the source returned
+        (``SOURCE_EXHAUSTED``, reason ``drained``), or the grace cut it
+        (``GRACE_EXPIRED``, reason ``shutdown_forced``).
+        """
+        machine = self._machine
+        settings = self._settings
         if machine.state is State.DRAINING:
-            # The drain ends here, by the source's return or by the grace.
-            await self._send_farewell(
-                bound=settings.send_timeout
-                if settings.send_timeout is not None
-                else FAREWELL_SEND_BOUND
-            )
+            bound = settings.send_timeout
+            await self._send_farewell(bound=FAREWELL_SEND_BOUND if bound is None else bound)
             if machine.state is State.DRAINING:  # else the farewell's send closed it
-                if exhausted:
+                if source_ended:
                     self._fire(Trigger.SOURCE_EXHAUSTED, "the source ended")
                 else:
                     grace = settings.shutdown_grace_period
@@ -562,6 +568,19 @@ class Connection:
             return
         self.bytes_sent += len(frame)
         self.unflushed_events += 1  # an EVENT_SENT self-loop (DRAINING), like any event
+
+    def _follow_drains(self) -> Callable[[], None] | None:
+        """Register with the coordinator (and the server's shutdown); returns the undo.
+
+        May raise (a signal handler that cannot be chained, a registration
+        that fails): the caller is inside the phase's ``try``, so that is FAILED.
+        """
+        coordinator = self._settings.drain_coordinator
+        if coordinator is None:
+            return None
+        if coordinator.automatic:
+            follow_server_shutdown(coordinator)  # before register: no signal missed
+        return coordinator.register(self._drain)
 
     def _drain(self, reason: str) -> None:
         """Called on the loop by the coordinator: enter DRAINING and start the grace."""
