@@ -145,7 +145,7 @@ sha256_of() {
 # 1. The sdist, downloaded once and checked against the pinned hash.
 if [[ ! -f "$SDIST" ]] || [[ "$(sha256_of "$SDIST")" != "$MCP_SDIST_SHA256" ]]; then
     step "downloading the mcp $MCP_VERSION sdist"
-    rm -f "$SDIST"
+    rm -rf "$SDIST" "$CACHE_DIR"/download.*  # and what an interrupted download left
     download_dir="$(mktemp -d "$CACHE_DIR/download.XXXXXX")"
     # --no-binary mcp: the sdist, which has the tests; its build backend may
     # still come as a wheel (":all:" would build hatchling from source too).
@@ -189,7 +189,9 @@ fi
 if ((control)); then
     step "installing sse-starlette $CONTROL_SSE_STARLETTE (and removing sse_sm and the shim)"
     "$VENV_PY" -m pip uninstall --quiet --yes sse-sm-downstream-shim sse_sm 2>/dev/null || true
-    "$VENV_PY" -m pip install --quiet --no-deps "sse-starlette==$CONTROL_SSE_STARLETTE"
+    # --force-reinstall: the shim and the real package own the same file
+    # paths, so removing one may have taken files of the other with it.
+    "$VENV_PY" -m pip install --quiet --no-deps --force-reinstall "sse-starlette==$CONTROL_SSE_STARLETTE"
 else
     step "installing sse_sm from this checkout and the sse_starlette shim"
     "$VENV_PY" -m pip uninstall --quiet --yes sse-starlette 2>/dev/null || true
@@ -201,7 +203,9 @@ fi
 
 # 4. Prove it before running anything: mcp's transports must hold the expected
 # EventSourceResponse, and a shim must not be shadowed by the real package.
-"$VENV_PY" - "$control" "$SHIM_DIR" "$CONTROL_SSE_STARLETTE" <<'PY'
+# (From the unpacked tree, as pytest runs, so this checkout's sse_sm/ is not
+# on sys.path ahead of the installed copy.)
+(cd "$SRC_DIR" && "$VENV_PY" - "$control" "$SHIM_DIR" "$CONTROL_SSE_STARLETTE") <<'PY'
 import importlib.metadata
 import os
 import sys
