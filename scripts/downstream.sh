@@ -14,8 +14,9 @@
 #   2. creates .cache/downstream/venv (never the project's .venv) with mcp
 #      installed from that sdist and the few test tools its selected tests
 #      import, all pinned by scripts/downstream_constraints.txt; then removes
-#      the sse-starlette that mcp's dependencies pulled in.  Steps 1 and 2 are
-#      skipped when their stamp matches, so a rerun starts in seconds;
+#      the sse-starlette that mcp's dependencies pulled in.  Both steps are
+#      skipped when done already (the sdist has the pinned hash, the venv's
+#      stamp matches), so a rerun starts in seconds;
 #   3. installs this repository's sse_sm and scripts/downstream_shim, which
 #      serves the import names sse_starlette, sse_starlette.sse and
 #      sse_starlette.event from sse_sm (with --control: uninstalls both and
@@ -138,18 +139,47 @@ SHIM_DIR="$REPO_ROOT/scripts/downstream_shim"
 
 step() { printf '\n==> downstream (%s, %ds): %s\n' "$mode" "$((SECONDS - started))" "$*"; }
 
+BASE_PY="${PYTHON:-python3}"
+if ! command -v "$BASE_PY" >/dev/null 2>&1; then
+    echo "error: '$BASE_PY' not found; install Python >= 3.10 or set PYTHON" >&2
+    exit 1
+fi
+
 sha256_of() {
-    python3 -c 'import hashlib, sys; print(hashlib.sha256(open(sys.argv[1], "rb").read()).hexdigest())' "$1"
+    "$BASE_PY" -c 'import hashlib, sys; print(hashlib.sha256(open(sys.argv[1], "rb").read()).hexdigest())' "$1"
 }
 
-# 1. The sdist, downloaded once and checked against the pinned hash.
+# 1. The venv, made anew when anything that decides its contents changes (the
+# stamp); filled in step 3, once the sdist is there.  Created first so that
+# its own pip downloads the sdist: the base interpreter may have none.
+stamp="$(
+    {
+        echo "$MCP_VERSION $MCP_SDIST_SHA256 ${TEST_TOOLS[*]}"
+        cat "$CONSTRAINTS"
+        "$BASE_PY" -c 'import sys; print(sys.version)'
+    } | "$BASE_PY" -c 'import hashlib, sys; print(hashlib.sha256(sys.stdin.buffer.read()).hexdigest())'
+)"
+stamp_file="$VENV_DIR/.downstream-stamp"
+fill_venv=0
+if [[ ! -x "$VENV_PY" ]] || [[ ! -f "$stamp_file" ]] || [[ "$(cat "$stamp_file")" != "$stamp" ]]; then
+    step "creating $VENV_DIR"
+    rm -rf "$VENV_DIR"
+    if ! "$BASE_PY" -m venv "$VENV_DIR"; then
+        rm -rf "$VENV_DIR"
+        echo "error: '$BASE_PY -m venv' failed (on Debian/Ubuntu: apt-get install python3-venv)" >&2
+        exit 1
+    fi
+    fill_venv=1
+fi
+
+# 2. The sdist, downloaded once and checked against the pinned hash.
 if [[ ! -f "$SDIST" ]] || [[ "$(sha256_of "$SDIST")" != "$MCP_SDIST_SHA256" ]]; then
     step "downloading the mcp $MCP_VERSION sdist"
-    rm -rf "$SDIST" "$CACHE_DIR"/download.*  # and what an interrupted download left
+    rm -rf "$SDIST" "$CACHE_DIR"/download.* # and what an interrupted download left
     download_dir="$(mktemp -d "$CACHE_DIR/download.XXXXXX")"
     # --no-binary mcp: the sdist, which has the tests; its build backend may
     # still come as a wheel (":all:" would build hatchling from source too).
-    python3 -m pip download --quiet --no-deps --no-binary mcp --dest "$download_dir" "mcp==$MCP_VERSION"
+    "$VENV_PY" -m pip download --quiet --no-deps --no-binary mcp --dest "$download_dir" "mcp==$MCP_VERSION"
     got="$(sha256_of "$download_dir/mcp-$MCP_VERSION.tar.gz")"
     if [[ "$got" != "$MCP_SDIST_SHA256" ]]; then
         echo "error: mcp-$MCP_VERSION.tar.gz has sha256 $got, expected $MCP_SDIST_SHA256" >&2
@@ -164,26 +194,17 @@ fi
 rm -rf "$SRC_DIR"
 tar -xzf "$SDIST" -C "$CACHE_DIR"
 
-# 2. The venv with mcp and its test tools, rebuilt when anything that decides
-# its contents changes.
-stamp="$(
-    {
-        echo "$MCP_VERSION $MCP_SDIST_SHA256 ${TEST_TOOLS[*]}"
-        cat "$CONSTRAINTS"
-        "${PYTHON:-python3}" -c 'import sys; print(sys.version)'
-    } | python3 -c 'import hashlib, sys; print(hashlib.sha256(sys.stdin.buffer.read()).hexdigest())'
-)"
-stamp_file="$VENV_DIR/.downstream-stamp"
-if [[ ! -x "$VENV_PY" ]] || [[ ! -f "$stamp_file" ]] || [[ "$(cat "$stamp_file")" != "$stamp" ]]; then
-    step "creating $VENV_DIR with mcp $MCP_VERSION and its test tools"
-    rm -rf "$VENV_DIR"
-    "${PYTHON:-python3}" -m venv "$VENV_DIR"
+# 3. mcp from the sdist and its test tools; then away with the sse-starlette
+# that mcp's dependencies pulled in.  The stamp goes last, so an install that
+# fails half-way is redone next time.
+if ((fill_venv)); then
+    step "installing mcp $MCP_VERSION and its test tools into $VENV_DIR"
     "$VENV_PY" -m pip install --quiet --constraint "$CONSTRAINTS" "$SDIST" "${TEST_TOOLS[@]}"
     "$VENV_PY" -m pip uninstall --quiet --yes sse-starlette
     printf '%s\n' "$stamp" >"$stamp_file"
 fi
 
-# 3. Who answers `import sse_starlette`: sse_sm through the shim, or the real
+# 4. Who answers `import sse_starlette`: sse_sm through the shim, or the real
 # package for the control.  Both are (re)installed every run, so the tests
 # always see this checkout's sse_sm.
 if ((control)); then
@@ -201,7 +222,7 @@ else
         "$REPO_ROOT" "$SHIM_DIR"
 fi
 
-# 4. Prove it before running anything: mcp's transports must hold the expected
+# 5. Prove it before running anything: mcp's transports must hold the expected
 # EventSourceResponse, and a shim must not be shadowed by the real package.
 # (From the unpacked tree, as pytest runs, so this checkout's sse_sm/ is not
 # on sys.path ahead of the installed copy.)
@@ -251,7 +272,7 @@ if problems:
 print(f"sse_starlette: {where}")
 PY
 
-# 5. The tests, from the unpacked tree so mcp's own pytest configuration
+# 6. The tests, from the unpacked tree so mcp's own pytest configuration
 # applies, with three overrides: its addopts load pytest-examples (for
 # tests not selected here) and force colour, so only its `-p anyio` is kept;
 # live logging would bury the result; the cache provider would write into the
