@@ -24,6 +24,7 @@ from html import escape
 from typing import Final
 
 from sse_sm import TRANSITIONS, Arc, State
+from sse_sm._diagram import arc_label, grouped
 
 __all__ = ("arc_key", "state_diagram_svg")
 
@@ -53,10 +54,8 @@ def _ordered_states(rows: Sequence[Arc]) -> list[State]:
 
 
 def _final_text(arc: Arc) -> str:
-    """``TRIGGER / close_reason``: an arc into the final state and what it records."""
-    if arc.close_reason is None:
-        return arc.trigger.name
-    return f"{arc.trigger.name} / {arc.close_reason.value}"
+    """``TRIGGER / close_reason``: the label the design doc's diagram uses too."""
+    return arc_label(arc)
 
 
 def _label(arc: Arc, text: str, x: float, y: float, anchor: str = "start") -> str:
@@ -86,19 +85,22 @@ def state_diagram_svg(rows: Iterable[Arc] = TRANSITIONS) -> str:
     top = [state for state in states if state is not final]
     column = {state: i for i, state in enumerate(top)}
 
+    # One arrow per pair of states, its rows stacked: the grouping the design
+    # doc's Mermaid diagram uses (sse_sm._diagram.grouped).
     forward: dict[tuple[State, State], list[Arc]] = {}
     into_final: dict[State, list[Arc]] = {}
     loops: dict[State, list[Arc]] = {}
-    for arc in table:
-        if arc.is_self_loop:
-            loops.setdefault(arc.source, []).append(arc)
-        elif arc.target is final:
-            into_final.setdefault(arc.source, []).append(arc)
-        elif column[arc.target] == column[arc.source] + 1:
-            forward.setdefault((arc.source, arc.target), []).append(arc)
+    for group in grouped(table):
+        source, target, arcs = group.source, group.target, list(group.arcs)
+        if source is target:
+            loops[source] = arcs
+        elif target is final:
+            into_final[source] = arcs
+        elif column[target] == column[source] + 1:
+            forward[(source, target)] = arcs
         else:
             raise ValueError(
-                f"examples/_diagram_svg.py cannot draw {arc_key(arc)} -> {arc.target.name}: "
+                f"examples/_diagram_svg.py cannot draw {arc_key(arcs[0])} -> {target.name}: "
                 "it draws arrows between neighbouring states and into the final state only"
             )
 
