@@ -3,8 +3,9 @@
 sse-starlette ends streams on shutdown through a process-global flag,
 ``AppStatus.should_exit``, set by a patch of uvicorn applied at import.  Code
 written against it keeps working here, with three differences, each to stop
-the flag from leaking between servers and tests (FIELD-NOTES section 4, rows
-6 and 7):
+the flag from leaking between servers and tests (with a process-global latch,
+one test's shutdown ended every stream of the tests after it, and a server
+restarted in the same process streamed nothing):
 
 * ``AppStatus.should_exit = True`` drains the streams open at that moment,
   each on its own event loop, and later streams on those loops; a stream on a

@@ -2,8 +2,9 @@
 
 A stream whose source never awaits, and a hub publisher fanning out to many
 subscribers without suspending, would otherwise keep the loop from every
-other connection, from disconnect detection and from shutdown
-(FIELD-NOTES section 8).  Each such loop hands the loop back after a slice
+other connection, from disconnect detection and from shutdown: uvicorn's
+``send()`` returns without suspending while the socket's buffer has room, so
+nothing else forces a switch.  Each such loop hands the loop back after a slice
 of time or a number of items, whichever comes first.
 """
 

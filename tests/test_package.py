@@ -151,3 +151,16 @@ def test_every_exception_derives_from_the_common_base() -> None:
         obj = getattr(sse_sm, name)
         if isinstance(obj, type) and issubclass(obj, BaseException):
             assert issubclass(obj, sse_sm.SseSmError), name
+
+
+def test_nothing_cites_files_outside_the_repository() -> None:
+    """Notes kept beside the repository are not part of it: the code and docs
+    state the facts they rely on instead of pointing at them."""
+    root = PACKAGE.parent
+    for folder in ("sse_sm", "tests", "docs", "bench", "examples", "scripts", "README.md"):
+        for path in [root / folder] if folder.endswith(".md") else (root / folder).rglob("*"):
+            if path.suffix not in {".py", ".md", ".sh", ".html", ".toml"}:
+                continue
+            text = path.read_text(encoding="utf-8", errors="replace")
+            for marker in ("FIELD" + "-NOTES", "../" + "shared/", "STYLE" + ".md"):
+                assert marker not in text, f"{path.relative_to(root)} cites {marker}"
