@@ -398,8 +398,12 @@ class ServerSentEvent:
             return NotImplemented
         return self._fields() == other._fields()
 
-    def __hash__(self) -> int:
-        return hash(self._fields())
+    #: Unhashable: equal by value, and every field can be assigned, so a hash
+    #: by value would change under a set or dict that holds the event (the
+    #: rule Python applies to a mutable dataclass).  sse-starlette's events
+    #: compare and hash by identity; code that used them as set members or
+    #: keys can key on ``id(event)`` or on ``event.encode()`` instead.
+    __hash__ = None  # type: ignore[assignment]
 
     def __repr__(self) -> str:
         names = ("data", "event", "id", "retry", "comment", "sep")

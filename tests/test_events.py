@@ -1016,3 +1016,16 @@ def test_an_event_that_exists_can_be_encoded(field: str, value: object) -> None:
         else:
             assert _names(field, outcome), outcome
             assert type(outcome) is type(built)
+
+
+def test_an_event_compares_by_value_and_is_not_hashable() -> None:
+    """Mutable and equal by value, so unhashable: a hash by value would change
+    under the set or dict that held it."""
+    first, second = ServerSentEvent("x", id="1"), ServerSentEvent("x", id="1")
+    assert first == second
+    second.data = "y"
+    assert first != second
+    with pytest.raises(TypeError, match="unhashable"):
+        hash(first)
+    with pytest.raises(TypeError, match="unhashable"):
+        {JSONServerSentEvent({"a": 1})}
