@@ -41,12 +41,13 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Final, final
+from typing import Final, final
 
 import anyio
 import anyio.lowlevel
 from starlette.types import Message, Receive, Send
 
+from ._clock import loop_clock
 from ._deadlines import Due, due, next_wake
 from ._events import ServerSentEvent, encode_item
 from ._exceptions import SendTimeoutError, SlowConsumerError, TransitionError
@@ -56,7 +57,7 @@ from ._shutdown import DrainCoordinator
 from ._sources import ClosableSource
 from ._state import CLEAN_END_REASONS, Arc, CloseReason, State, StateMachine, Trigger
 
-__all__ = ("Connection", "StreamSettings", "loop_clock")
+__all__ = ("Connection", "StreamSettings")
 
 logger = logging.getLogger("sse_sm.connection")
 #: Every change of state, at DEBUG (the package's logger, as users expect).
@@ -115,39 +116,6 @@ def _is_real_cancellation(exc: BaseException) -> bool:
 def _body(frame: bytes, *, more_body: bool) -> Message:
     """A fresh body message: middleware may change a message in place, so none is shared."""
     return {"type": "http.response.body", "body": frame, "more_body": more_body}
-
-
-def _is_stock_asyncio_loop_time(method: object) -> bool:
-    """Whether ``method`` is asyncio's own ``BaseEventLoop.time`` (``time.monotonic()``).
-
-    Recognised by name, so the package never imports asyncio; a loop that
-    overrides ``time`` (uvloop, a test loop) keeps its own method.
-    """
-    return (
-        getattr(method, "__module__", None) == "asyncio.base_events"
-        and getattr(method, "__qualname__", None) == "BaseEventLoop.time"
-    )
-
-
-def loop_clock() -> Callable[[], float]:
-    """The running event loop's own clock, resolved once per connection.
-
-    ``anyio.current_time()`` costs about 0.5 us; the loop's clock costs a fifth
-    to a seventh of that, and the pump reads it once per event.  On a stock
-    asyncio loop that clock is ``time.monotonic`` itself, called without the
-    method in between.  Deadlines of anyio cancel scopes are in this clock's
-    time, including under trio's MockClock.
-    """
-    native: Any = anyio.lowlevel.current_token().native_token
-    loop_time = getattr(native, "time", None)  # asyncio's loop.time
-    if _is_stock_asyncio_loop_time(getattr(type(native), "time", None)):
-        return time.monotonic  # what that method returns, without the call to it
-    if callable(loop_time):
-        clock: Callable[[], float] = loop_time
-        return clock
-    import trio  # only reached under trio, which is then installed
-
-    return trio.lowlevel.current_clock().current_time
 
 
 @final

@@ -48,7 +48,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from types import MappingProxyType, TracebackType
 from typing import Any, Final, final
 
@@ -57,6 +57,7 @@ import anyio.from_thread
 import anyio.lowlevel
 from anyio.lowlevel import EventLoopToken
 
+from ._clock import loop_clock
 from ._events import DEFAULT_SEPARATOR, ServerSentEvent, validate_sep
 from ._fairness import FAIRNESS_EVENTS, FAIRNESS_SLICE
 from ._hub_backend import HubBackend, MemoryBackend
@@ -137,6 +138,7 @@ class Hub:
         "_block_timeout",
         "_budget",
         "_buffer_size",
+        "_clock",
         "_closed",
         "_loop_thread",
         "_policy",
@@ -184,6 +186,8 @@ class Hub:
         self._loop_thread: int | None = None
         self._yield_at = 0.0
         self._budget = FAIRNESS_EVENTS
+        #: The bound loop's clock (set by _bind); until then nothing is published.
+        self._clock: Callable[[], float] = time.monotonic
         self._stop_listening = self._backend.listen(self._fan_out)
         try:
             self._bind()
@@ -340,6 +344,9 @@ class Hub:
             )
         self._token = token
         self._loop_thread = threading.get_ident()
+        # The fairness slice in the loop's time, as the driver measures it
+        # (under trio's MockClock, time.monotonic would never end a slice).
+        self._clock = loop_clock()
 
     # ------------------------------------------------------------ publishing
 
@@ -387,10 +394,10 @@ class Hub:
             hub_topic.published += 1
         self._published += 1
         self._budget -= 1
-        if self._budget <= 0 or time.monotonic() >= self._yield_at:
+        if self._budget <= 0 or self._clock() >= self._yield_at:
             await anyio.lowlevel.checkpoint()
             self._budget = FAIRNESS_EVENTS
-            self._yield_at = time.monotonic() + FAIRNESS_SLICE
+            self._yield_at = self._clock() + FAIRNESS_SLICE
         return entry.id
 
     async def _publish_when_room(self, topic: TopicState, event: ServerSentEvent) -> Entry:

@@ -118,3 +118,42 @@ async def test_a_blocking_sync_source_does_not_delay_the_disconnect() -> None:
     while not finished.is_set() and time.monotonic() < deadline:
         await anyio.sleep(0.01)
     assert finished.is_set(), "the worker closed the generator once next() returned"
+
+
+# ------------------------------------------- the hub's slice, on the loop's clock
+
+
+def test_the_hubs_publish_slice_is_measured_on_the_loops_clock() -> None:
+    """Under a MockClock that runs a billion times faster than real time, a
+    publisher's 2 ms slice passes in about 2 ns of real time, so it yields on
+    nearly every publish; measured with time.monotonic it would yield only
+    after FAIRNESS_EVENTS (1024) publishes, and never in 500."""
+    import trio
+    import trio.testing
+
+    from sse_sm import Hub
+
+    probe_runs = 0
+
+    async def main() -> None:
+        nonlocal probe_runs
+        hub = Hub()
+        publishing = True
+
+        async def probe() -> None:
+            nonlocal probe_runs
+            while publishing:
+                probe_runs += 1
+                await trio.lowlevel.checkpoint()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(probe)
+            await trio.lowlevel.checkpoint()
+            start = probe_runs
+            for n in range(500):
+                await hub.publish("t", {"data": str(n)})
+            publishing = False
+            probe_runs -= start
+
+    trio.run(main, clock=trio.testing.MockClock(rate=1e9))
+    assert probe_runs > 50, probe_runs
