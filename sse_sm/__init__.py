@@ -40,6 +40,8 @@ from ._replay import ReplayStore as ReplayStore
 from ._replay import last_event_id as last_event_id
 from ._shutdown import DrainCoordinator as DrainCoordinator
 from ._shutdown import drain_coordinator_for as drain_coordinator_for
+from ._sources import SyncSourceThreadError as SyncSourceThreadError
+from ._sources import set_sync_source_threads as set_sync_source_threads
 from ._state import TRANSITIONS as TRANSITIONS
 from ._state import Arc as Arc
 from ._state import CloseReason as CloseReason
@@ -62,6 +64,8 @@ __all__ = (
     "ensure_bytes",
     "DrainCoordinator",
     "drain_coordinator_for",
+    "set_sync_source_threads",
+    "SyncSourceThreadError",
     "StreamStatistics",
     "State",
     "Trigger",
