@@ -13,7 +13,9 @@ Invariants:
   :data:`DEFAULT_SYNC_SOURCE_THREADS`, 1000).  A thread is held for one call, not
   for a stream, and is kept idle for :data:`IDLE_SECONDS` to serve the next
   call, so a stream that is sending holds no thread and opening many streams
-  starts few threads.
+  starts few threads.  Consecutive calls of one source may therefore run on
+  different threads (as with sse-starlette's thread pool).  Past the limit a
+  call waits for a free thread, first come first served.
 * Waiting for a call, including for a free thread when all are busy, can be
   cancelled at once: a blocking ``next()`` or a full pool never delays
   disconnect handling, a drain, or the end of the response.  A ``next()``

@@ -34,6 +34,7 @@ from ._support import fresh_sync_pool
 
 #: Seconds a gated generator waits at most (a failing test must not hang).
 GATE_BOUND = 10.0
+THREAD_NAME = "sse_sm sync source"
 
 
 async def wait_until(predicate: Any) -> None:
@@ -86,26 +87,44 @@ async def serve(gated: Gated, streams: dict[Gated, SSEStream]) -> None:
 # ------------------------------------------------------- the thread limit
 
 
-async def test_a_thread_that_cannot_start_fails_the_stream_at_once(
-    monkeypatch: pytest.MonkeyPatch,
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_a_thread_that_cannot_start_fails_the_stream_at_once(
+    backend: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """At the OS limit: closed with ``error`` at once, and closing waits for nothing
-    (with ``cleanup_timeout=None`` a wait for a worker that never started was forever)."""
+    """At the OS limit: closed with ``error`` at once, and closing waits for nothing.
+
+    With ``cleanup_timeout=None`` the close is shielded, so ``fail_after``
+    alone could not end a wait for a worker that never started (the bug):
+    the stream runs on a loop of its own in a daemon thread, joined with a
+    bound.
+    """
     gated = Gated()
-    with fresh_sync_pool() as pool:
-        monkeypatch.setattr(threading.Thread, "start", refuse_to_start)
-        response = EventSourceResponse(gated.run(), ping=0, cleanup_timeout=None)
-        with anyio.fail_after(5):
-            async with stream(response, raise_app_exceptions=False) as sse:
-                await sse.wait_finished()
-        monkeypatch.undo()
-    assert response.close_reason is CloseReason.ERROR
-    error = sse.app_exception
+    outcome: dict[str, Any] = {}
+
+    async def main() -> None:
+        with fresh_sync_pool() as pool:
+            monkeypatch.setattr(threading.Thread, "start", refuse_to_start)
+            try:
+                response = EventSourceResponse(gated.run(), ping=0, cleanup_timeout=None)
+                with anyio.fail_after(5):
+                    async with stream(response, raise_app_exceptions=False) as sse:
+                        await sse.wait_finished()
+            finally:
+                monkeypatch.undo()
+        outcome.update(response=response, error=sse.app_exception, threads=pool.threads)
+
+    loop = threading.Thread(target=anyio.run, args=(main,), kwargs={"backend": backend})
+    loop.daemon = True  # left behind only if the test fails
+    loop.start()
+    loop.join(10)
+    assert not loop.is_alive(), "closing the stream waited for a thread that never started"
+    assert outcome["response"].close_reason is CloseReason.ERROR
+    error = outcome["error"]
     assert isinstance(error, SyncSourceThreadError)
     assert "could not start a thread for a sync source (can't start new thread)" in str(error)
     assert "limit 1000" in str(error)
     assert isinstance(error.__cause__, RuntimeError)
-    assert pool.threads == 0
+    assert outcome["threads"] == 0
     assert not gated.entered.is_set()
 
 
@@ -274,6 +293,7 @@ async def test_raising_the_limit_starts_the_waiting_calls_at_once() -> None:
 
 async def test_lowering_the_limit_ends_idle_threads_at_once() -> None:
     gates = [Gated(str(n)) for n in range(3)]
+    earlier = set(threading.enumerate())
     with fresh_sync_pool(limit=3) as pool, anyio.fail_after(10):
         async with anyio.create_task_group() as tasks:
             for gated in gates:  # three next() calls at once: three threads
@@ -282,7 +302,8 @@ async def test_lowering_the_limit_ends_idle_threads_at_once() -> None:
             for gated in gates:
                 gated.release.set()
         await wait_until(lambda: pool.busy == 0)
-        threads = {t for t in threading.enumerate() if t.name == "sse_sm sync source"}
+        threads = {t for t in set(threading.enumerate()) - earlier if t.name == THREAD_NAME}
+        assert len(threads) == 3
         assert pool.threads == 3
         set_sync_source_threads(1)
         assert pool.threads == 1
@@ -339,10 +360,10 @@ async def test_a_sync_body_iterator_stops_after_aclose(first_item: bool) -> None
         if first_item:
             assert await body.__anext__() == "0"
         await body.aclose()
-        assert body.finished
         for _ in range(2):
             with pytest.raises(StopAsyncIteration):
                 await body.__anext__()
+        assert body.finished
         await body.aclose()  # idempotent
 
 
@@ -352,11 +373,11 @@ async def test_a_sync_body_iterator_keeps_stopping_after_its_end() -> None:
         assert await body.__anext__() == "0"
         with pytest.raises(StopAsyncIteration):
             await body.__anext__()
-        assert body.finished
         busy_before = pool.busy
         with pytest.raises(StopAsyncIteration):
             await body.__anext__()
         assert pool.busy == busy_before
+        assert body.finished
 
 
 async def test_an_async_generator_body_stops_after_aclose_and_after_its_end() -> None:
@@ -405,12 +426,12 @@ async def test_an_async_iterator_body_stops_after_aclose_once_closed(closable: b
     body = EventSourceResponse(counter, ping=0).body_iterator
     assert await body.__anext__() == 1
     await body.aclose()
-    await body.aclose()
-    assert body.finished
-    with pytest.raises(StopAsyncIteration):
+    with anyio.fail_after(1), pytest.raises(StopAsyncIteration):
         await body.__anext__()
     assert counter.count == 1
+    await body.aclose()
     assert counter.closes == (1 if closable else 0)
+    assert body.finished
 
 
 # ------------------------------------------------- what users' iterators do
