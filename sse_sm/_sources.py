@@ -90,6 +90,9 @@ DEFAULT_SYNC_SOURCE_THREADS: Final = 1000
 #: anyio's own worker threads do).
 IDLE_SECONDS: Final = 10.0
 
+#: Withdrawn calls tolerated in the waiting line before it may be compacted.
+_COMPACT_AFTER: Final = 64
+
 #: Seconds between two warnings that every thread is busy.
 _SATURATION_WARNING_INTERVAL: Final = 60.0
 
@@ -229,7 +232,16 @@ class _WorkerPool:
     exists only while no call waits.
     """
 
-    __slots__ = ("_idle", "_idle_seconds", "_limit", "_lock", "_threads", "_waiting", "_warned_at")
+    __slots__ = (
+        "_idle",
+        "_idle_seconds",
+        "_limit",
+        "_lock",
+        "_threads",
+        "_waiting",
+        "_warned_at",
+        "_withdrawn",
+    )
 
     def __init__(self, limit: int, idle_seconds: float = IDLE_SECONDS) -> None:
         self._lock = threading.Lock()
@@ -238,6 +250,7 @@ class _WorkerPool:
         self._threads = 0
         self._idle: list[_Worker] = []
         self._waiting: deque[_Call] = deque()
+        self._withdrawn = 0  # withdrawn calls still in _waiting
         self._warned_at = -_SATURATION_WARNING_INTERVAL
 
     @property
@@ -270,7 +283,7 @@ class _WorkerPool:
             if withdraw:
                 with self._lock:
                     if call.state == _QUEUED:
-                        call.state = _WITHDRAWN
+                        self._withdraw(call)
             raise
         outcome = call.outcome
         assert outcome is not None
@@ -382,6 +395,20 @@ class _WorkerPool:
                 # Taken from the idle list just now: its call is already in
                 # the inbox (put under the lock just released).
 
+    def _withdraw(self, call: _Call) -> None:
+        """Take a waiting call out of line (under the lock).
+
+        It is marked, not searched for; the line is compacted once marked
+        calls are most of it, so streams that come and go while every thread
+        is blocked do not pile up in it, nor keep their generators alive.
+        """
+        call.state = _WITHDRAWN
+        call.function = _nothing
+        self._withdrawn += 1
+        if self._withdrawn > _COMPACT_AFTER and 2 * self._withdrawn > len(self._waiting):
+            self._waiting = deque(c for c in self._waiting if c.state == _QUEUED)
+            self._withdrawn = 0
+
     def _take_waiting(self) -> _Call | None:
         """The oldest waiting call, now RUNNING (under the lock)."""
         waiting = self._waiting
@@ -390,15 +417,22 @@ class _WorkerPool:
             if call.state == _QUEUED:
                 call.state = _RUNNING
                 return call
+            self._withdrawn -= 1
         return None
 
     def _drain_waiting(self) -> list[_Call]:
         """Every waiting call, now RUNNING so nothing else takes it (under the lock)."""
         calls = [call for call in self._waiting if call.state == _QUEUED]
         self._waiting.clear()
+        self._withdrawn = 0
         for call in calls:
             call.state = _RUNNING
         return calls
+
+    @property
+    def waiting(self) -> int:
+        """Calls in the waiting line, withdrawn ones not yet compacted away included."""
+        return len(self._waiting)
 
     def _saturation_warning_due(self) -> int | None:
         """The limit to warn about, at most once a minute (under the lock)."""
@@ -414,6 +448,7 @@ class _WorkerPool:
         self._threads = 0
         self._idle = []
         self._waiting = deque()
+        self._withdrawn = 0
 
 
 _pool = _WorkerPool(DEFAULT_SYNC_SOURCE_THREADS)
@@ -466,19 +501,18 @@ def _contained(exc: BaseException) -> RuntimeError:
 class SyncIteratorSource:
     """A sync iterator driven from pool threads, closable while one is blocked.
 
-    ``_lock`` guards three facts shared between the event loop and a worker:
-    whether a ``next()`` is running, whether closing was requested, and
-    whether the iterator is closed.  ``_step`` lets one call at a time into
-    the iterator (a ``next()`` abandoned by a cancelled ``__anext__`` may
-    still run when the next one starts).
+    ``_turn`` (a condition on one lock) guards three facts shared between
+    the event loop and the workers: whether a ``next()`` is running, whether
+    closing was requested, and whether the iterator is closed.  One call at
+    a time enters the iterator: a ``next()`` started while an abandoned one
+    still runs waits its turn, and gives up as soon as closing is requested.
     """
 
-    __slots__ = ("_closed", "_closing", "_ended", "_iterator", "_lock", "_running", "_step")
+    __slots__ = ("_closed", "_closing", "_ended", "_iterator", "_running", "_turn")
 
     def __init__(self, iterator: Iterator[Any]) -> None:
         self._iterator = iterator
-        self._lock = threading.Lock()
-        self._step = threading.Lock()
+        self._turn = threading.Condition(threading.Lock())
         self._running = False
         self._closing = False
         self._closed = False
@@ -501,32 +535,36 @@ class SyncIteratorSource:
         return isinstance(iterator, types.GeneratorType) and iterator.gi_frame is None
 
     def _next_in_thread(self) -> Any:
-        with self._step:
-            with self._lock:
-                if self._closing:
-                    return _EXHAUSTED
-                self._running = True
-            try:
-                item = next(self._iterator)
-            except StopIteration:
-                # StopIteration cannot cross into a coroutine; a sentinel can.
-                self._ended = True
-                item = _EXHAUSTED
-            except Exception:
-                raise
-            except BaseException as exc:
-                raise _contained(exc) from exc
-            finally:
-                with self._lock:
-                    self._running = False
-                    close_here = self._closing and not self._closed
-                    if close_here:
-                        self._closed = True
+        turn = self._turn
+        with turn:
+            while self._running and not self._closing:
+                turn.wait()
+            if self._closing:
+                return _EXHAUSTED
+            self._running = True
+        close_here = False
+        try:
+            item = next(self._iterator)
+        except StopIteration:
+            # StopIteration cannot cross into a coroutine; a sentinel can.
+            self._ended = True
+            item = _EXHAUSTED
+        except Exception:
+            raise
+        except BaseException as exc:
+            raise _contained(exc) from exc
+        finally:
+            with turn:
+                self._running = False
+                close_here = self._closing and not self._closed
                 if close_here:
-                    # aclose() ran while next() was blocked: close on this
-                    # thread now (also when next() raised: nobody waits).
-                    self._close_iterator()
-            return _EXHAUSTED if close_here else item
+                    self._closed = True
+                turn.notify_all()
+            if close_here:
+                # aclose() ran while next() was blocked: close on this thread
+                # now (also when next() raised: nobody waits).
+                self._close_iterator()
+        return _EXHAUSTED if close_here else item
 
     async def aclose(self) -> None:
         """Close the iterator; idempotent, and never waits for a blocked ``next()``.
@@ -539,13 +577,15 @@ class SyncIteratorSource:
         thread can be started for it, the failure is logged and the
         iterator is left to the garbage collector.
         """
-        with self._lock:
+        with self._turn:
             if self._closing:
                 return
             self._closing = True
+            self._turn.notify_all()  # a next() waiting its turn gives up
             if self._running:
                 return  # the worker closes the iterator when next() returns
             self._closed = True
+        # From here no next() can enter the iterator: it is ours alone.
         iterator = self._iterator
         close = getattr(iterator, "close", None)
         if close is None:
@@ -557,13 +597,9 @@ class SyncIteratorSource:
             close()  # not started or finished: no finally to run, nothing blocks
             return
         try:
-            await _pool.run(self._close_in_thread, withdraw=False)
+            await _pool.run(self._close_iterator, withdraw=False)
         except SyncSourceThreadError:
             logger.exception("the sync source could not be closed on a thread")
-
-    def _close_in_thread(self) -> None:
-        with self._step:
-            self._close_iterator()
 
     def _close_iterator(self) -> None:
         close = getattr(self._iterator, "close", None)
