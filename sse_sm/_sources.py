@@ -264,19 +264,24 @@ class _WorkerPool:
         with self._lock:
             return self._threads - len(self._idle)
 
-    async def run(self, function: Callable[[], Any], *, withdraw: bool) -> Any:
+    async def run(
+        self, function: Callable[[], Any], *, withdraw: bool, leave_in_line: bool = False
+    ) -> Any:
         """Run ``function`` on a worker and return what it returns (or raise).
 
         Waiting may be cancelled: the call is then withdrawn if it is still
         waiting for a thread and ``withdraw`` is true, otherwise abandoned
-        (it runs, and its outcome is dropped).  The only checkpoint is the
-        wait.
+        (it runs, and its outcome is dropped).  With ``leave_in_line``, a
+        call that finds every thread busy is left to run when one frees up,
+        and None is returned at once.  The only checkpoint is the wait.
 
         Raises:
             SyncSourceThreadError: a thread was needed and could not start.
         """
         call = _Call(function, current_token())
         self._submit(call)
+        if leave_in_line and call.state == _QUEUED:  # unlocked: a stale read only means waiting
+            return None
         try:
             await call.done.wait()
         except BaseException:
@@ -571,11 +576,14 @@ class SyncIteratorSource:
 
         With a ``next()`` running, returns at once: its thread closes the
         iterator when that returns.  Otherwise ``close()`` runs on a pool
-        thread (the caller bounds the wait; a cancelled wait leaves the close
-        to run anyway), except where it runs no user code: a generator not
-        started or already finished, an iterator without ``close``.  If no
-        thread can be started for it, the failure is logged and the
-        iterator is left to the garbage collector.
+        thread and this waits for it (the caller bounds the wait; a
+        cancelled wait leaves the close to run anyway), except where it runs
+        no user code (a generator not started or already finished, an
+        iterator without ``close``: done here).  When every thread is busy,
+        the close is left in line and this returns at once, as it does for a
+        running ``next()``: no close ever waits for the pool.  If no thread
+        can be started for it, the failure is logged and the iterator is
+        left to the garbage collector.
         """
         with self._turn:
             if self._closing:
@@ -597,7 +605,7 @@ class SyncIteratorSource:
             close()  # not started or finished: no finally to run, nothing blocks
             return
         try:
-            await _pool.run(self._close_iterator, withdraw=False)
+            await _pool.run(self._close_iterator, withdraw=False, leave_in_line=True)
         except SyncSourceThreadError:
             logger.exception("the sync source could not be closed on a thread")
 
