@@ -43,6 +43,8 @@ from ._replay import last_event_id as last_event_id
 from ._shutdown import DrainCoordinator as DrainCoordinator
 from ._shutdown import default_drain_coordinator as default_drain_coordinator
 from ._shutdown import drain_coordinator_for as drain_coordinator_for
+from ._sources import SyncSourceThreadError as SyncSourceThreadError
+from ._sources import set_sync_source_threads as set_sync_source_threads
 from ._state import TRANSITIONS as TRANSITIONS
 from ._state import Arc as Arc
 from ._state import CloseReason as CloseReason
@@ -66,6 +68,8 @@ __all__ = (
     "DrainCoordinator",
     "drain_coordinator_for",
     "default_drain_coordinator",
+    "set_sync_source_threads",
+    "SyncSourceThreadError",
     "StreamStatistics",
     "State",
     "Trigger",

@@ -100,6 +100,8 @@ PUBLIC_NAMES = {
     "default_drain_coordinator",
     "drain_coordinator_for",
     "ensure_bytes",
+    "set_sync_source_threads",
+    "SyncSourceThreadError",
     "last_event_id",
 }
 
@@ -112,6 +114,7 @@ SUBCLASSABLE = {
     "SseSmError",
     "SendTimeoutError",
     "SlowConsumerError",
+    "SyncSourceThreadError",
     "TransitionError",
 }
 

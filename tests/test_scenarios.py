@@ -47,6 +47,8 @@ from sse_sm import (
 from sse_sm._state import CLEAN_END_REASONS
 from sse_sm.testing import SSEStream, parse_event_stream, stream
 
+from ._support import fresh_sync_pool
+
 LEGAL = {(arc.source, arc.trigger): arc for arc in TRANSITIONS}
 
 Step = tuple[Literal["yield", "pause", "raise", "fall_behind", "block"], float]
@@ -378,8 +380,9 @@ def check(scenario: Scenario, outcome: Outcome) -> None:
         assert retry is not None
         assert 10 <= retry <= 20
     assert outcome.leftover_tasks == 0
-    # A sync source's daemon worker ends once the source is closed (a blocked
-    # next() first returns; here every block is a few milliseconds).
+    # A sync source's daemon workers end once the source is closed and they
+    # are idle (a blocked next() first returns; here every block is a few
+    # milliseconds, and the pool keeps no idle thread).
     for thread in outcome.new_threads:
         thread.join(timeout=5)
         assert not thread.is_alive(), "a sync source's worker thread was left running"
@@ -398,11 +401,16 @@ def check(scenario: Scenario, outcome: Outcome) -> None:
 @given(scenario=scenarios)
 def test_every_connection_ends_closed_clean_and_leak_free(backend: str, scenario: Scenario) -> None:
     outcome: Outcome
-    if backend == "trio":
-        clock = trio.testing.MockClock(autojump_threshold=0)
-        outcome = anyio.run(play, scenario, 1.0, backend="trio", backend_options={"clock": clock})
-    else:
-        outcome = anyio.run(
-            functools.partial(play, real_clock=True), scenario, 0.001, backend="asyncio"
-        )
+    # A pool of its own whose idle threads end at once, so each run's
+    # threads can be seen to end.
+    with fresh_sync_pool(idle_seconds=0.0):
+        if backend == "trio":
+            clock = trio.testing.MockClock(autojump_threshold=0)
+            outcome = anyio.run(
+                play, scenario, 1.0, backend="trio", backend_options={"clock": clock}
+            )
+        else:
+            outcome = anyio.run(
+                functools.partial(play, real_clock=True), scenario, 0.001, backend="asyncio"
+            )
     check(scenario, outcome)

@@ -45,7 +45,7 @@ from sse_sm._server_shutdown import (
 from sse_sm.sse import AppStatus
 from sse_sm.testing import stream
 
-from ._support import http_scope, never_receive
+from ._support import fresh_sync_pool, http_scope, never_receive
 
 
 class Ticker:
@@ -558,7 +558,8 @@ async def test_a_send_timeout_closes_the_source_while_the_send_is_stuck(
 
 async def test_a_sync_source_blocked_in_next_never_holds_the_process_open() -> None:
     """Its worker is a daemon thread (an interpreter joins the others before it
-    exits), and the thread ends once the source is closed."""
+    exits), and the thread ends once the source is closed and it has been idle
+    for the pool's idle time (short here)."""
     unblock = threading.Event()
     in_next = threading.Event()
     closed = threading.Event()
@@ -577,18 +578,20 @@ async def test_a_sync_source_blocked_in_next_never_holds_the_process_open() -> N
 
     earlier = source_threads()  # other tests' sources may still be finishing
     app, responses = app_serving(lambda: EventSourceResponse(blocking(), ping=0))
-    with anyio.fail_after(5):
+    with fresh_sync_pool(idle_seconds=0.05) as pool, anyio.fail_after(5):
         async with stream(app, "/events") as sse:
             await sse.next_event()
             while not in_next.is_set():
                 await anyio.sleep(0.005)
             workers = list(source_threads() - earlier)
-            assert len(workers) == 1
-            assert workers[0].daemon
+            assert workers, "no worker thread"
+            assert all(worker.daemon for worker in workers)
+            assert pool.busy == 1
             await sse.disconnect()
             await sse.wait_finished()
         assert responses[0].close_reason is CloseReason.CLIENT_DISCONNECTED
         assert not closed.is_set(), "next() is still blocked: it closes when that returns"
         unblock.set()
-        while workers[0].is_alive() or not closed.is_set():
+        while any(worker.is_alive() for worker in workers) or not closed.is_set():
             await anyio.sleep(0.005)
+        assert pool.threads == 0
