@@ -1,0 +1,324 @@
+"""The Redis backend's reader under attack: holes, bursts, foreign data, restarts, many topics.
+
+Each test runs against a real ``redis-server`` (``tests/_redis.py``), on
+asyncio and trio, bounded by ``anyio.fail_after``.  What they hold the reader
+to: every loss reaches live subscribers as an ``sse_sm.gap`` event (never a
+silent hole), every bad input is a logged error or warning (never a crashed
+reader with subscribers left hanging), and a burst never holds the event
+loop for a whole ``XREAD`` reply.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.lowlevel
+import pytest
+
+from sse_sm._replay import Entry
+from tests._redis import RedisServer, require_coredis, running_redis
+from tests.test_redis_backend import FAST, WAIT, Reader, backend_of, joined, process
+
+require_coredis()
+
+import coredis  # noqa: E402  (after the skip)
+
+from sse_sm.redis import RedisBackend, RedisUnavailableError  # noqa: E402
+
+pytestmark = pytest.mark.filterwarnings("ignore:Unclosed <MemoryObject:ResourceWarning")
+
+LOGGER = "sse_sm.redis"
+
+#: Adds ARGV[1] events in our format to KEYS[1] in one atomic step, trimming to
+#: exactly ARGV[2]: no reader can see any of them before the trimming.
+_BURST = """
+for i = 1, tonumber(ARGV[1]) do
+  redis.call('XADD', KEYS[1], 'MAXLEN', '=', ARGV[2], '*',
+             'f', 'data: b' .. i .. '\\r\\n\\r\\n', 's', '\\r\\n')
+end
+return redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)[1][1]
+"""
+
+
+@pytest.fixture(autouse=True)
+def _collect_refused_connections() -> Iterator[None]:
+    yield
+    gc.collect()
+
+
+@pytest.fixture
+def redis(tmp_path: Path) -> Iterator[RedisServer]:
+    with running_redis(tmp_path) as server:
+        yield server
+
+
+@asynccontextmanager
+async def raw(url: str) -> AsyncIterator[coredis.Redis[bytes]]:
+    """A plain client: another writer, foreign to the backend."""
+    client: coredis.Redis[bytes] = coredis.Redis.from_url(url, decode_responses=False)
+    async with client:
+        yield client
+
+
+async def burst(client: coredis.Redis[bytes], key: str, count: int, keep: int) -> str:
+    """``count`` events ``b1``..``b<count>`` in one step, ``keep`` retained; the oldest id kept."""
+    oldest = await client.eval(_BURST, keys=[key], args=[count, keep])
+    assert isinstance(oldest, bytes)
+    return oldest.decode()
+
+
+def records(caplog: pytest.LogCaptureFixture, level: int) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.name == LOGGER and r.levelno == level]
+
+
+# ------------------------------------------------------------------ the silent hole
+
+
+async def test_a_reader_behind_the_retention_signals_an_expired_gap(redis: RedisServer) -> None:
+    """Another writer bursts 1,000 events into a topic that keeps 10: 990 are lost, and said so."""
+    with anyio.fail_after(WAIT):
+        async with (
+            raw(redis.url) as client,
+            process(redis.url, "t", max_events=10, exact=True) as hub,
+            anyio.create_task_group() as tasks,
+        ):
+            reader = Reader(hub.subscribe("t"))
+            tasks.start_soon(reader.run)
+            await joined(hub)
+            first = await hub.publish("t", "first")
+            await reader.wait_for(1)
+            oldest = await burst(client, "sse_sm:t", 1000, 10)
+            await reader.wait_for(11)
+            tasks.cancel_scope.cancel()
+    assert reader.data() == ["first"] + [f"b{i}" for i in range(991, 1001)]
+    assert reader.gaps() == [
+        {"reason": "expired", "last_event_id": first, "next_id": oldest, "missed": 990}
+    ]
+    assert [event.event for event in reader.events][1] == "sse_sm.gap"  # at the hole
+    assert hub.statistics().gaps == 1
+
+
+async def test_many_topics_each_get_their_gap(redis: RedisServer) -> None:
+    topics = [f"t{i}" for i in range(12)]
+    with anyio.fail_after(WAIT * 2):
+        async with (
+            raw(redis.url) as client,
+            process(redis.url, *topics, max_events=5, exact=True) as hub,
+            anyio.create_task_group() as tasks,
+        ):
+            readers = {topic: Reader(hub.subscribe(topic)) for topic in topics}
+            for reader in readers.values():
+                tasks.start_soon(reader.run)
+            await joined(hub, len(topics))
+            for topic in topics:
+                await burst(client, f"sse_sm:{topic}", 200, 5)
+            for reader in readers.values():
+                await reader.wait_for(5)
+            tasks.cancel_scope.cancel()
+    for reader in readers.values():
+        assert reader.data() == [f"b{i}" for i in range(196, 201)]
+        [gap] = reader.gaps()
+        assert (gap["reason"], gap["last_event_id"], gap["missed"]) == ("expired", None, 195)
+
+
+# ------------------------------------------------------------------ fairness
+
+
+async def test_the_reader_yields_within_a_burst(redis: RedisServer) -> None:
+    """A probe task runs between deliveries of one ``XREAD`` reply, not only after it."""
+    ticks = 0
+    seen: list[int] = []
+
+    async def probe() -> None:
+        nonlocal ticks
+        while True:
+            await anyio.lowlevel.checkpoint()
+            ticks += 1
+
+    def slow_listener(entry: Entry) -> None:
+        seen.append(ticks)
+        time.sleep(0.0005)  # a fan-out to a few thousand subscribers costs about this
+
+    with anyio.fail_after(WAIT):
+        async with (
+            raw(redis.url) as client,
+            RedisBackend(redis.url, topics=["t"], **FAST) as backend,
+            anyio.create_task_group() as tasks,
+        ):
+            backend.listen(slow_listener)
+            tasks.start_soon(probe)
+            await burst(client, "sse_sm:t", 1000, 10_000)
+            while len(seen) < 1000:
+                await anyio.sleep(0.01)
+            tasks.cancel_scope.cancel()
+    longest = max(sum(1 for _ in run) for run in _runs(seen))
+    # Unfixed, a whole reply (512 entries, about 0.25 s here) went by without the probe.
+    assert longest < 100, f"{longest} entries delivered without yielding"
+
+
+def _runs(values: list[int]) -> Iterator[list[int]]:
+    run: list[int] = []
+    for value in values:
+        if run and value != run[-1]:
+            yield run
+            run = []
+        run.append(value)
+    if run:
+        yield run
+
+
+# ------------------------------------------------------------------ foreign data
+
+
+async def test_foreign_and_malformed_entries_are_skipped_and_logged(
+    redis: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An entry without our fields, with a bad separator, or an unterminated frame."""
+    caplog.set_level(logging.WARNING, LOGGER)
+    with anyio.fail_after(WAIT):
+        async with (
+            raw(redis.url) as client,
+            process(redis.url, "t") as hub,
+            anyio.create_task_group() as tasks,
+        ):
+            reader = Reader(hub.subscribe("t"))
+            tasks.start_soon(reader.run)
+            await joined(hub)
+            await client.xadd("sse_sm:t", {b"foo": b"bar"})
+            await client.xadd("sse_sm:t", {b"f": b"data: sep\r\n\r\n", b"s": b"12"})
+            await client.xadd("sse_sm:t", {b"f": b"data: unterminated"})
+            ok = await hub.publish("t", "ok")
+            await reader.wait_for(1)
+            tasks.cancel_scope.cancel()
+            stats = backend_of(hub).statistics()
+    assert [(event.data, event.id) for event in reader.events] == [("ok", ok)]
+    assert stats.foreign == 3
+    [warning] = records(caplog, logging.WARNING)
+    assert "sse_sm:t" in warning.getMessage()
+    assert "3 entries" in warning.getMessage()
+
+
+async def test_a_key_of_the_wrong_type_is_a_logged_error_and_the_reader_recovers(
+    redis: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, LOGGER)
+    with anyio.fail_after(WAIT):
+        async with raw(redis.url) as client:
+            await client.set("sse_sm:t", "not a stream")
+            async with process(redis.url, "t") as hub, anyio.create_task_group() as tasks:
+                reader = Reader(hub.subscribe("t"))
+                tasks.start_soon(reader.run)
+                await joined(hub)
+                while backend_of(hub).statistics().errors < 4:
+                    await anyio.sleep(0.01)
+                errors = records(caplog, logging.ERROR)
+                # One error for the run of failures, not one per retry.
+                assert len(errors) == 1, [r.getMessage() for r in errors]
+                assert "'t'" in errors[0].getMessage()
+                assert "WRONGTYPE" in errors[0].getMessage()
+                await client.delete(["sse_sm:t"])
+                await anyio.sleep(0.01)  # a new id after the reader's fallback start
+                event_id = await hub.publish("t", "back")
+                await reader.wait_for(1)
+                tasks.cancel_scope.cancel()
+    assert [(event.data, event.id) for event in reader.events] == [("back", event_id)]
+    assert any("again" in r.getMessage() for r in records(caplog, logging.INFO))
+
+
+async def test_a_failing_listener_is_logged_and_others_still_receive(
+    redis: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.ERROR, LOGGER)
+
+    def broken(entry: Entry) -> None:
+        raise RuntimeError("listener bug")
+
+    with anyio.fail_after(WAIT):
+        async with process(redis.url, "t") as hub, anyio.create_task_group() as tasks:
+            backend_of(hub).listen(broken)
+            reader = Reader(hub.subscribe("t"))
+            tasks.start_soon(reader.run)
+            await joined(hub)
+            for i in range(3):
+                await hub.publish("t", f"m{i}")
+            await reader.wait_for(3)
+            tasks.cancel_scope.cancel()
+    assert reader.data() == ["m0", "m1", "m2"]
+    assert records(caplog, logging.ERROR)
+    assert "listener bug" in caplog.text
+
+
+# ------------------------------------------------------------------ restarts
+
+
+async def test_a_restart_that_lost_the_stream_is_an_unknown_gap(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """No persistence: the stream is gone after the restart; the reader says so, then goes on."""
+    caplog.set_level(logging.WARNING, LOGGER)
+    with running_redis(tmp_path) as server, anyio.fail_after(WAIT * 2):
+        async with (
+            process(server.url, "t") as publisher,
+            process(server.url, "t") as subscriber,
+            anyio.create_task_group() as tasks,
+        ):
+            reader = Reader(subscriber.subscribe("t"))
+            tasks.start_soon(reader.run)
+            await joined(subscriber)
+            ids = [await publisher.publish("t", f"before {i}") for i in range(5)]
+            await reader.wait_for(5)
+            server.kill()
+            with pytest.raises(RedisUnavailableError):
+                await publisher.publish("t", "refused")
+            server.start()  # same port, empty: nothing was saved
+            while not backend_of(subscriber).statistics().reconnects:
+                await anyio.sleep(0.01)
+            for i in range(5):
+                while True:  # the publisher's pool may still hold a dead connection
+                    try:
+                        ids.append(await publisher.publish("t", f"after {i}"))
+                        break
+                    except RedisUnavailableError:
+                        await anyio.sleep(0.05)
+            await reader.wait_for(10)
+            tasks.cancel_scope.cancel()
+    assert reader.data() == [f"before {i}" for i in range(5)] + [f"after {i}" for i in range(5)]
+    [gap] = reader.gaps()
+    assert (gap["reason"], gap["last_event_id"], gap["missed"]) == ("unknown", ids[4], None)
+    assert gap["next_id"] in (None, ids[5])
+    assert [event.event for event in reader.events].index("sse_sm.gap") == 5
+    assert any("sse_sm:t" in r.getMessage() for r in records(caplog, logging.WARNING))
+
+
+async def test_a_durable_restart_is_no_gap(tmp_path: Path) -> None:
+    """``appendfsync always``: the stream comes back whole, so no gap is signalled."""
+    with running_redis(tmp_path, durable=True) as server, anyio.fail_after(WAIT * 2):
+        async with process(server.url, "t", max_events=10, exact=True) as hub:
+            async with anyio.create_task_group() as tasks:
+                reader = Reader(hub.subscribe("t"))
+                tasks.start_soon(reader.run)
+                await joined(hub)
+                ids = [await hub.publish("t", f"m{i}") for i in range(20)]
+                await reader.wait_for(20)
+                server.kill()
+                server.start()
+                while not backend_of(hub).statistics().reconnects:
+                    await anyio.sleep(0.01)
+                while True:
+                    try:
+                        ids.append(await hub.publish("t", "after"))
+                        break
+                    except RedisUnavailableError:
+                        await anyio.sleep(0.05)
+                await reader.wait_for(21)
+                tasks.cancel_scope.cancel()
+    assert reader.gaps() == []
+    assert [event.id for event in reader.events] == ids
+
