@@ -11,17 +11,23 @@ loop for a whole ``XREAD`` reply.
 from __future__ import annotations
 
 import gc
+import json
 import logging
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import anyio
 import anyio.lowlevel
 import pytest
 
-from sse_sm._replay import Entry
+from sse_sm import Hub, MemoryBackend, ServerSentEvent, SlowConsumerPolicy
+from sse_sm._hub_backend import GapListener
+from sse_sm._hub_subscription import Subscription
+from sse_sm._replay import Entry, Gap, GapReason, Replay
+from sse_sm.testing import parse_event_stream
 from tests._redis import RedisServer, require_coredis, running_redis
 from tests.test_redis_backend import FAST, WAIT, Reader, backend_of, joined, process
 
@@ -323,3 +329,122 @@ async def test_a_durable_restart_is_no_gap(tmp_path: Path) -> None:
             tasks.cancel_scope.cancel()
     assert reader.gaps() == []
     assert [event.id for event in reader.events] == ids
+
+
+# ------------------------------------------------------------------ the hub's side of a hole
+
+
+class HoleyBackend:
+    """The memory backend plus ``listen_gaps``, with holes made by hand (no Redis)."""
+
+    def __init__(self) -> None:
+        self.memory = MemoryBackend()
+        self.gap_listeners: list[GapListener] = []
+
+    async def publish(self, topic: str, event: ServerSentEvent) -> Entry:
+        return await self.memory.publish(topic, event)
+
+    async def replay(self, topic: str, last_event_id: str) -> Replay:
+        return await self.memory.replay(topic, last_event_id)
+
+    def listen(self, listener: Callable[[Entry], None]) -> Callable[[], None]:
+        return self.memory.listen(listener)
+
+    def listen_gaps(self, listener: GapListener) -> Callable[[], None]:
+        self.gap_listeners.append(listener)
+        return lambda: self.gap_listeners.remove(listener)
+
+    def hole(self, topic: str, missed: int | None, position: int | None = None) -> None:
+        for listener in self.gap_listeners:
+            listener(topic, Gap(GapReason.EXPIRED, "backend's last", None, missed), position)
+
+
+async def _joined(subscription: Subscription) -> None:
+    """Join without consuming: cancelling a waiting ``__anext__`` loses nothing."""
+    with anyio.move_on_after(0.05):
+        await subscription.__anext__()
+
+
+async def _drain(subscription: Subscription) -> list[tuple[str | None, Any]]:
+    """What is buffered, as (event type or ``None``, data; a gap's parsed)."""
+    frames: list[bytes] = []
+    while subscription.statistics().buffered or subscription._state.buffer:  # type: ignore[union-attr]
+        frames.append(await subscription.__anext__())
+    return [
+        ("sse_sm.gap", json.loads(event.data))
+        if event.event == "sse_sm.gap"
+        else (None, event.data)
+        for event in parse_event_stream(b"".join(frames))
+    ]
+
+
+def _gap(**fields: object) -> tuple[str, dict[str, object]]:
+    return ("sse_sm.gap", fields)
+
+
+async def test_a_hole_is_a_gap_at_its_place_for_live_subscribers() -> None:
+    backend = HoleyBackend()
+    hub = Hub(backend)
+    async with hub.subscribe("t") as subscription:
+        await _joined(subscription)
+        first = await hub.publish("t", "e1")
+        backend.hole("t", 7)
+        second = await hub.publish("t", "e2")
+        got = await _drain(subscription)
+    assert got == [
+        (None, "e1"),
+        _gap(reason="expired", last_event_id=first, next_id=second, missed=7),
+        (None, "e2"),
+    ]
+    assert hub.statistics().gaps == 1
+
+
+async def test_a_hole_the_replay_covers_is_not_signalled_twice() -> None:
+    backend = HoleyBackend()
+    hub = Hub(backend)
+    ids = [await hub.publish("t", f"e{i}") for i in range(3)]
+    async with hub.subscribe("t", last_event_id=ids[0]) as subscription:
+        await subscription.__anext__()  # joins, replays e1
+        backend.hole("t", 1, position=3)  # before e2: the replay has it
+        backend.hole("t", None, position=4)  # after the replay: a hole
+        await hub.publish("t", "e3")
+        got = await _drain(subscription)
+    assert [kind for kind, _ in got] == [None, "sse_sm.gap", None]
+
+
+@pytest.mark.parametrize("buffer_size", [1, 2, 3])
+async def test_a_hole_in_a_full_drop_oldest_buffer_keeps_the_count(buffer_size: int) -> None:
+    """Drop markers and a backend's hole meet and merge; the buffer never exceeds its size."""
+    backend = HoleyBackend()
+    hub = Hub(backend, buffer_size=buffer_size, policy=SlowConsumerPolicy.DROP_OLDEST)
+    async with hub.subscribe("t") as subscription:
+        await _joined(subscription)
+        for i in range(buffer_size):
+            await hub.publish("t", f"a{i}")
+        backend.hole("t", 10)
+        for i in range(6):
+            await hub.publish("t", f"b{i}")
+            state = subscription._state
+            assert state is not None
+            entries = [item for item in state.buffer if type(item) is Entry]
+            assert len(entries) == state.count == buffer_size
+        got = await _drain(subscription)
+    kept = [f"b{i}" for i in range(6 - buffer_size, 6)]
+    assert [data for kind, data in got if kind is None] == kept
+    [gap] = [data for kind, data in got if kind == "sse_sm.gap"]
+    assert (gap["reason"], gap["missed"]) == ("expired", 10 + buffer_size + 6 - buffer_size)
+
+
+async def test_a_hole_after_drops_in_a_drop_newest_buffer_is_one_gap() -> None:
+    backend = HoleyBackend()
+    hub = Hub(backend, buffer_size=2, policy=SlowConsumerPolicy.DROP_NEWEST)
+    async with hub.subscribe("t") as subscription:
+        await _joined(subscription)
+        for i in range(4):
+            await hub.publish("t", f"e{i}")  # e2, e3 dropped
+        backend.hole("t", None)  # then lost, count unknown: one hole, count unknown
+        await hub.publish("t", "e4")  # dropped too
+        got = await _drain(subscription)
+    assert [data for kind, data in got if kind is None] == ["e0", "e1"]
+    [gap] = [data for kind, data in got if kind == "sse_sm.gap"]
+    assert (gap["reason"], gap["missed"]) == ("expired", None)
