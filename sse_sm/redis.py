@@ -15,11 +15,14 @@ Each topic is one stream, ``<prefix><topic>``.  :meth:`RedisBackend.publish`
 is one ``XADD`` (with the retention bound); the stream id Redis assigns,
 ``<ms>-<seq>``, is the event's SSE id, and its position is the same pair as
 one integer, ``ms << 64 | seq``, so positions increase with ids.  Every
-process runs one reader task per topic it serves, doing ``XREAD BLOCK``
-after the last id it has seen and calling the hubs' listeners (their
-fan-out) with every entry, in stream order, on the loop the backend was
-entered on.  A process's own publishes reach its subscribers the same way,
-through its reader, so there is exactly one delivery path and one order.
+process runs one reader task per topic it serves.  Each round it runs one
+script that reads, atomically, the entries after the last id it has seen and
+the stream's counters (``XINFO STREAM``); it signals any hole the counters
+show, calls the hubs' listeners (their fan-out) with every entry, in stream
+order, on the loop the backend was entered on, and once caught up waits in
+``XREAD BLOCK`` for the next entry.  A process's own publishes reach its
+subscribers the same way, through its reader, so there is exactly one
+delivery path and one order.
 
 Invariants:
 
@@ -28,8 +31,22 @@ Invariants:
   or after it exits (readers are cancelled, their connections closed).
 * **No hole after a reconnect.**  A reader keeps the id of the last entry it
   delivered and asks for what follows it after any error, so an entry stored
-  while it was disconnected is delivered once it reconnects, unless
-  retention trimmed it first (see docs/redis.md, "Failure modes").
+  while it was disconnected is delivered once it reconnects.
+* **No silent hole** (Redis 7 and newer).  Entries the reader can no longer
+  read (trimmed by the retention before it got to them, lost with a stream
+  that was deleted, replaced or not persisted across a restart) reach the
+  hubs' gap listeners (:meth:`RedisBackend.listen_gaps`) before the entries
+  that follow, so every live subscriber yields an ``sse_sm.gap`` event at
+  the place of the hole; each is also logged.  Redis trims from the oldest
+  entry, so the check is exact: ``entries-added`` counts every entry ever
+  added, and when the oldest entry held is after the last one read, the
+  missing ones are that count's growth less what is held.
+* **A reader never dies.**  Redis failures, malformed replies, foreign or
+  malformed entries and listeners that raise are logged (a failure once per
+  run of failures) and skipped or retried with backoff; only cancellation
+  ends a reader.
+* **Fair.**  A reader hands the loop back every ``FAIRNESS_SLICE`` seconds
+  or ``FAIRNESS_EVENTS`` entries while it delivers, as ``Hub.publish`` does.
 * **No hole between replay and live.**  A topic's reader is started (from
   the stream's newest id) before the replay is read, and the replay's
   ``head`` is the position of its last entry, so the hub drops what both give.
@@ -78,7 +95,7 @@ _FRAME: Final = b"f"
 _SEP: Final = b"s"
 logger = logging.getLogger("sse_sm.redis")
 
-#: One atomic look at a stream: KEYS[1], the entries after id ARGV[1], at most
+#: One atomic look at a stream: KEYS[1], the entries from id ARGV[1] on, at most
 #: ARGV[2] of them (none for 0).  Returns {} when the key does not exist, else
 #: {last-generated-id, max-deleted-entry-id, entries-added, length, first
 #: entry's id, entries}; the second and third are "" before Redis 7, the fifth
@@ -96,7 +113,7 @@ for i = 1, #info, 2 do fields[info[i]] = info[i + 1] end
 local first = fields['first-entry']
 local found = {}
 if tonumber(ARGV[2]) > 0 then
-  found = redis.call('XRANGE', KEYS[1], '(' .. ARGV[1], '+', 'COUNT', ARGV[2])
+  found = redis.call('XRANGE', KEYS[1], ARGV[1], '+', 'COUNT', ARGV[2])
 end
 return {
   fields['last-generated-id'],
@@ -860,8 +877,14 @@ class RedisBackend:
     async def _snapshot(
         self, client: coredis.Redis[bytes], key: str, last: str, count: int
     ) -> _Snapshot:
-        """Run the snapshot script (loading it first if Redis does not have it)."""
-        args: list[str | int] = [last, count]
+        """Run the snapshot script (loading it first if Redis does not have it).
+
+        Reads the entries after ``last`` (from its successor: the exclusive
+        ``(`` range needs Redis 6.2).
+        """
+        ms, seq = _parse(last)
+        after = f"{ms}-{seq + 1}" if seq < _MAX_PART else f"{ms + 1}-0"
+        args: list[str | int] = [after, count]
         digest = self._snapshot_digest
         if digest is not None:
             try:
