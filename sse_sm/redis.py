@@ -698,35 +698,41 @@ class RedisBackend:
                         await client.xread({key: cursor.last}, count=1, block=block_ms)
                 with anyio.fail_after(self._command_timeout):
                     snapshot = await self._snapshot(client, key, cursor.last, self._read_count)
-            except (*_UNAVAILABLE, _MalformedReplyError) as exc:
-                failures += 1
-                self._failed(exc)
-                message = _describe(exc)
-                if message != logged:
-                    logged = message
-                    logger.error(
-                        "Redis backend: the reader of topic %r (stream %r) failed: %s; "
-                        "retrying with backoff",
+                self._connected = True
+                if failures:
+                    self._reconnects += 1
+                    logger.info(
+                        "Redis backend: the reader of topic %r reads again after %d failure(s)",
                         topic,
-                        key,
-                        message,
+                        failures,
                     )
-                caught_up = False
-                await anyio.sleep(delay * random.uniform(0.5, 1.0))
-                delay = min(delay * 2, longest_delay)
+                    failures = 0
+                    logged = None
+                    delay = first_delay
+                caught_up = await self._deliver(topic, key, cursor, snapshot)
                 continue
-            self._connected = True
-            if failures:
-                self._reconnects += 1
-                logger.info(
-                    "Redis backend: the reader of topic %r reads again after %d failure(s)",
+            except (*_UNAVAILABLE, _MalformedReplyError) as exc:
+                failure: BaseException = exc
+                traceback = False
+            except Exception as exc:  # a bug: logged with its traceback, never the reader's end
+                failure = exc
+                traceback = True
+            failures += 1
+            self._failed(failure)
+            message = _describe(failure)
+            if message != logged:
+                logged = message
+                logger.error(
+                    "Redis backend: the reader of topic %r (stream %r) failed: %s; "
+                    "retrying with backoff",
                     topic,
-                    failures,
+                    key,
+                    message,
+                    exc_info=failure if traceback else None,
                 )
-                failures = 0
-                logged = None
-                delay = first_delay
-            caught_up = await self._deliver(topic, key, cursor, snapshot)
+            caught_up = False
+            await anyio.sleep(delay * random.uniform(0.5, 1.0))
+            delay = min(delay * 2, longest_delay)
 
     async def _deliver(self, topic: str, key: str, cursor: _Cursor, snapshot: _Snapshot) -> bool:
         """Signal the hole ``snapshot`` shows, if any, then deliver its entries.
@@ -939,7 +945,6 @@ class RedisBackend:
         sep = fields.get(_SEP, b"\r\n")
         if (
             not isinstance(ident, bytes)
-            or parse_stream_id(ident.decode("ascii", "replace")) is None
             or not isinstance(frame, bytes)
             or not isinstance(sep, bytes)
             or sep not in (b"\r\n", b"\n", b"\r")

@@ -35,7 +35,12 @@ require_coredis()
 
 import coredis  # noqa: E402  (after the skip)
 
-from sse_sm.redis import RedisBackend, RedisUnavailableError  # noqa: E402
+from sse_sm.redis import (  # noqa: E402
+    RedisBackend,
+    RedisUnavailableError,
+    _MalformedReplyError,
+    _Snapshot,
+)
 
 pytestmark = pytest.mark.filterwarnings("ignore:Unclosed <MemoryObject:ResourceWarning")
 
@@ -259,6 +264,57 @@ async def test_a_failing_listener_is_logged_and_others_still_receive(
     assert reader.data() == ["m0", "m1", "m2"]
     assert records(caplog, logging.ERROR)
     assert "listener bug" in caplog.text
+
+
+async def test_an_unexpected_error_in_the_reader_is_logged_and_it_goes_on(
+    redis: RedisServer, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug inside a round (here: the hole check raising once) is logged, then retried."""
+    caplog.set_level(logging.ERROR, LOGGER)
+    original = RedisBackend._check_hole
+    calls = 0
+
+    def flaky(self: RedisBackend, *args: Any) -> int | None:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            raise KeyError("a bug")
+        return original(self, *args)
+
+    monkeypatch.setattr(RedisBackend, "_check_hole", flaky)
+    with anyio.fail_after(WAIT):
+        async with process(redis.url, "t") as hub, anyio.create_task_group() as tasks:
+            reader = Reader(hub.subscribe("t"))
+            tasks.start_soon(reader.run)
+            await joined(hub)
+            for i in range(3):
+                await hub.publish("t", f"m{i}")
+                await reader.wait_for(i + 1)
+            tasks.cancel_scope.cancel()
+    assert reader.data() == ["m0", "m1", "m2"]
+    assert reader.gaps() == []
+    [error] = records(caplog, logging.ERROR)
+    assert "KeyError" in error.getMessage()
+    assert error.exc_info is not None
+
+
+def test_malformed_snapshot_replies_name_the_bad_field() -> None:
+    good = [b"5-0", b"0-0", b"3", b"1", b"5-0", [[b"5-0", [b"f", b"data: x\r\n\r\n"]]]]
+    assert _Snapshot.parse(good).added == 3
+    assert _Snapshot.parse([]).missing
+    for bad, field in [
+        (b"x", "a list expected"),
+        ([b"5-0"], "6 items"),
+        ([b"x-0", *good[1:]], "not a stream id"),
+        ([*good[:2], b"three", *good[3:]], "entries-added"),
+        ([*good[:3], b"-1", *good[4:]], "length"),
+        ([*good[:5], [[b"5-0", [b"f"]]]], "not pairs"),
+        ([*good[:5], [b"5-0"]], r"not \[id, fields\]"),
+        ([*good[:5], b"entries"], "entries: a list"),
+        ([1, *good[1:]], "not strings"),
+    ]:
+        with pytest.raises(_MalformedReplyError, match=field):
+            _Snapshot.parse(bad)
 
 
 # ------------------------------------------------------------------ restarts
