@@ -76,7 +76,6 @@ try:
     import coredis.exceptions
     from coredis.response.types import StreamEntry
     from coredis.retry import NoRetryPolicy
-    from coredis.tokens import PureToken
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError("sse_sm.redis needs coredis: pip install 'sse_sm[redis]'") from exc
 
@@ -93,6 +92,8 @@ _MAX_PART: Final = 2**64 - 1
 #: Field names of a stored event: the frame without its id line, and the event's separator.
 _FRAME: Final = b"f"
 _SEP: Final = b"s"
+#: The entry's number in its stream, ``entries-added`` after it (Redis 7; absent before).
+_SEQ: Final = b"n"
 logger = logging.getLogger("sse_sm.redis")
 
 #: One atomic look at a stream: KEYS[1], the entries from id ARGV[1] on, at most
@@ -128,6 +129,25 @@ return {
 
 #: Seconds between two warnings about foreign entries in one stream.
 _WARN_EVERY: Final = 60.0
+
+
+#: XADD with the entry's number: KEYS[1]; ARGV: MAXLEN or MINID, = or ~, the
+#: threshold, the frame, the separator.  Atomic, so the number is exact.
+_PUBLISH: Final = """
+local fields = {'f', ARGV[4], 's', ARGV[5]}
+if redis.REDIS_VERSION_NUM ~= nil and redis.REDIS_VERSION_NUM >= 0x070000 then
+  local n = 1
+  if redis.call('TYPE', KEYS[1])['ok'] == 'stream' then
+    local info = redis.call('XINFO', 'STREAM', KEYS[1])
+    for i = 1, #info, 2 do
+      if info[i] == 'entries-added' then n = info[i + 1] + 1 end
+    end
+  end
+  fields[5] = 'n'
+  fields[6] = tostring(n)
+end
+return redis.call('XADD', KEYS[1], ARGV[1], ARGV[2], ARGV[3], '*', unpack(fields))
+"""
 
 
 class _MalformedReplyError(ValueError):
@@ -279,6 +299,16 @@ def _position(ms: int, seq: int) -> int:
     return ms << 64 | seq
 
 
+def _sequence(fields: Mapping[Any, object]) -> int | None:
+    """An entry's number (``n``): ``None`` when it has none, ``-1`` when it is malformed."""
+    value = fields.get(_SEQ)
+    if value is None:
+        return None
+    if isinstance(value, bytes) and value.isdigit() and len(value) <= 20:
+        return int(value)
+    return -1
+
+
 def _describe(exc: BaseException) -> str:
     text = str(exc)
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
@@ -354,6 +384,7 @@ class RedisBackend:
         "_max_connections",
         "_max_events",
         "_prefix",
+        "_publish_digest",
         "_publish_failures",
         "_published",
         "_read_block",
@@ -422,6 +453,7 @@ class RedisBackend:
         self._gap_listeners: tuple[GapListener, ...] = ()
         self._gaps = 0
         self._snapshot_digest: str | None = None
+        self._publish_digest: str | None = None
         self._warned_old_redis = False
         self._client: coredis.Redis[bytes] | None = None
         self._task_group: anyio.abc.TaskGroup | None = None
@@ -554,32 +586,25 @@ class RedisBackend:
         client = self._require_client()
         sep = event.sep
         fields: dict[bytes, bytes] = {_FRAME: event.encode(), _SEP: sep.encode()}
+        if self._max_events is not None:
+            trim = ["MAXLEN", self._trim_operator(), str(self._max_events)]
+        else:
+            assert self._max_age is not None
+            horizon = int((time.time() - self._max_age) * 1000)
+            trim = ["MINID", self._trim_operator(), f"{max(horizon, 0)}-0"]
+        args: list[str | bytes] = [*trim, fields[_FRAME], fields[_SEP]]
         try:
             with anyio.fail_after(self._command_timeout):
-                if self._max_events is not None:
-                    ident = await client.xadd(
-                        self._key(topic),
-                        fields,
-                        trim_strategy=PureToken.MAXLEN,
-                        threshold=self._max_events,
-                        trim_operator=self._trim_operator(),
-                    )
-                else:
-                    assert self._max_age is not None
-                    horizon = int((time.time() - self._max_age) * 1000)
-                    ident = await client.xadd(
-                        self._key(topic),
-                        fields,
-                        trim_strategy=PureToken.MINID,
-                        threshold=f"{max(horizon, 0)}-0",
-                        trim_operator=self._trim_operator(),
-                    )
-        except _UNAVAILABLE as exc:
+                ident = await self._script(
+                    client, "_publish_digest", _PUBLISH, self._key(topic), args
+                )
+            if not isinstance(ident, bytes):
+                raise _MalformedReplyError(f"publish: a stream id expected, got {ident!r:.80}")
+        except (*_UNAVAILABLE, _MalformedReplyError) as exc:
             self._publish_failures += 1
             raise self._unavailable(f"publish to {topic!r}", exc) from exc
         self._connected = True
         self._published += 1
-        assert ident is not None  # no NOMKSTREAM
         return self._entry(topic, ident, fields)
 
     async def replay(self, topic: str, last_event_id: str) -> Replay:
@@ -688,16 +713,26 @@ class RedisBackend:
         logged: str | None = None
         block_ms = int(self._read_block * 1000)
         wait_deadline = self._read_block + self._command_timeout
-        caught_up = False
+        # A snapshot round first, after a failure, after a block that found
+        # nothing (a stream that vanished or went back shows only there), and
+        # until caught up; otherwise XREAD BLOCK, one command per batch.
+        use_snapshot = True
         while True:
             try:
-                if caught_up:
-                    # Only a wake-up: what follows is read again by the snapshot,
-                    # which alone can tell whether something before it was lost.
+                found: list[tuple[str | bytes, Mapping[Any, object]]] | None = None
+                if use_snapshot:
+                    with anyio.fail_after(self._command_timeout):
+                        snapshot = await self._snapshot(client, key, cursor.last, self._read_count)
+                else:
                     with anyio.fail_after(wait_deadline):
-                        await client.xread({key: cursor.last}, count=1, block=block_ms)
-                with anyio.fail_after(self._command_timeout):
-                    snapshot = await self._snapshot(client, key, cursor.last, self._read_count)
+                        reply = await client.xread(
+                            {key: cursor.last}, count=self._read_count, block=block_ms
+                        )
+                    found = [
+                        (item.identifier, item.field_values)
+                        for items in (reply or {}).values()
+                        for item in items
+                    ]
                 self._connected = True
                 if failures:
                     self._reconnects += 1
@@ -709,7 +744,15 @@ class RedisBackend:
                     failures = 0
                     logged = None
                     delay = first_delay
-                caught_up = await self._deliver(topic, key, cursor, snapshot)
+                if found is None:
+                    use_snapshot = not await self._deliver(topic, key, cursor, snapshot)
+                elif found:
+                    # An entry without its number stops the batch: the snapshot reads on.
+                    use_snapshot = not await self._deliver_entries(
+                        topic, key, cursor, found, numbered=True
+                    )
+                else:
+                    use_snapshot = True
                 continue
             except (*_UNAVAILABLE, _MalformedReplyError) as exc:
                 failure: BaseException = exc
@@ -730,7 +773,7 @@ class RedisBackend:
                     message,
                     exc_info=failure if traceback else None,
                 )
-            caught_up = False
+            use_snapshot = True
             await anyio.sleep(delay * random.uniform(0.5, 1.0))
             delay = min(delay * 2, longest_delay)
 
@@ -767,21 +810,75 @@ class RedisBackend:
             return False
         found = snapshot.entries
         drained = len(found) < self._read_count
-        index = self._check_hole(topic, key, cursor, snapshot, drained)
+        cursor.index = self._check_hole(topic, key, cursor, snapshot, drained)
         cursor.seen = True
-        if not found:
-            return drained
+        if found:
+            await self._deliver_entries(topic, key, cursor, found, numbered=False)
+        return drained
+
+    async def _deliver_entries(
+        self,
+        topic: str,
+        key: str,
+        cursor: _Cursor,
+        found: Sequence[tuple[str | bytes, Mapping[Any, object]]],
+        *,
+        numbered: bool,
+    ) -> bool:
+        """Deliver ``found`` (the entries right after ``cursor.last``), in slices.
+
+        With ``numbered`` (entries from a plain ``XREAD``, which says nothing
+        of what is missing), stop before an entry without a valid number,
+        unless the count is unknown anyway (Redis < 7), and return ``False``:
+        the snapshot script then reads from there, and its counters tell
+        whether something before that entry is missing.  Otherwise returns
+        ``True``.
+
+        Each entry written by this backend on Redis 7 carries its number in
+        the stream (``n``, ``entries-added`` after it): one that is not the
+        next number after ``cursor.index`` means entries between were trimmed
+        or deleted unread (a bigger one: ``expired``, with the count) or the
+        stream was replaced (a smaller one: ``unknown``), and the hole is
+        signalled before the entry is delivered.  Hands the loop back every
+        ``FAIRNESS_SLICE`` seconds or ``FAIRNESS_EVENTS`` entries, and once
+        at the end.  Updates ``cursor`` as it goes, so a cancellation at one
+        of its checkpoints loses nothing.
+        """
         budget = FAIRNESS_EVENTS
         yield_at = time.monotonic() + FAIRNESS_SLICE
         foreign: list[str] = []
+        complete = True
         for ident, fields in found:
-            cursor.last = ident.decode()
-            if index is not None:
-                index += 1
-            cursor.index = index
-            entry = self._entry_or_none(topic, ident, fields)
+            text = _text(ident)
+            seq = _sequence(fields)
+            index = cursor.index
+            if numbered and (seq is None or seq < 0) and index is not None:
+                complete = False
+                break
+            if seq is not None and seq >= 0 and index is not None and seq != index + 1:
+                position = _position(*_parse(text))
+                if seq > index + 1:
+                    missed = seq - index - 1
+                    gap = Gap(GapReason.EXPIRED, cursor.last, text, missed)
+                    why = (
+                        f"{missed} entries after {cursor.last} were trimmed or deleted "
+                        "before this process read them (it fell behind the retention)"
+                    )
+                else:
+                    gap = Gap(GapReason.UNKNOWN, cursor.last, text, None)
+                    why = f"the stream {key!r} was replaced (its count went back to {seq})"
+                self._signal_gap(topic, gap, position, why)
+            cursor.last = text
+            cursor.seen = True
+            if seq is not None and seq >= 0:
+                cursor.index = seq
+            elif index is not None:
+                cursor.index = index + 1  # another writer's entry counts too
+            entry = None if seq == -1 else self._entry_or_none(topic, ident, fields)
             if entry is None:
-                foreign.append(f"{cursor.last} {sorted(map(_text, fields))}")
+                if seq == -1:
+                    self._foreign += 1
+                foreign.append(f"{text} {sorted(map(_text, fields))}")
                 continue
             self._received += 1
             for listener in self._listeners:
@@ -802,7 +899,8 @@ class RedisBackend:
             if now - cursor.warned_at >= _WARN_EVERY:  # a foreign writer must not flood the log
                 logger.warning(
                     "Redis backend: skipped %d entries of stream %r not written by sse_sm "
-                    "(no frame, a bad separator or an unterminated frame); the first: %s",
+                    "(no frame, a bad separator or number, or an unterminated frame); "
+                    "the first: %s",
                     cursor.skipped,
                     key,
                     foreign[0],
@@ -811,7 +909,7 @@ class RedisBackend:
                 cursor.warned_at = now
         # Between two reads of a burst, hand the loop back even if the slice is not used up.
         await anyio.lowlevel.checkpoint()
-        return drained
+        return complete
 
     def _check_hole(
         self, topic: str, key: str, cursor: _Cursor, snapshot: _Snapshot, drained: bool
@@ -832,8 +930,11 @@ class RedisBackend:
         added = snapshot.added
         last = _parse(cursor.last)
         trimmed_past = snapshot.first is None or snapshot.first > last
+        first_seq = _sequence(found[0][1]) if found else None
         base: int | None
-        if added is None:
+        if first_seq is not None and first_seq > 0:
+            base = first_seq - 1  # the first entry's own number: exact even after an XDEL
+        elif added is None:
             base = None
             if not self._warned_old_redis:
                 self._warned_old_redis = True
@@ -849,23 +950,20 @@ class RedisBackend:
             base = cursor.index
         known = cursor.index
         lost = None if base is None or known is None else base - known
-        deleted = snapshot.max_deleted is not None and snapshot.max_deleted > last
-        if not lost and not deleted:
+        if not lost:
             return base
         next_id = found[0][0].decode() if found else None
         position = _position(*_parse(next_id)) if next_id is not None else None
-        if lost is not None and lost > 0 and trimmed_past:
+        assert lost is not None
+        if lost > 0:
             gap = Gap(GapReason.EXPIRED, cursor.last, next_id, lost)
             why = (
-                f"{lost} entries after {cursor.last} were trimmed before this process "
-                "read them (it fell behind the retention)"
+                f"{lost} entries after {cursor.last} were trimmed or deleted before this "
+                "process read them (it fell behind the retention)"
             )
-        elif lost is not None and lost < 0:
+        else:
             gap = Gap(GapReason.UNKNOWN, cursor.last, next_id, None)
             why = f"the stream {key!r} was replaced (it counts fewer entries than were read)"
-        else:
-            gap = Gap(GapReason.UNKNOWN, cursor.last, next_id, lost if lost else None)
-            why = f"entries of the stream {key!r} after {cursor.last} were deleted unread"
         self._signal_gap(topic, gap, position, why)
         return base
 
@@ -890,23 +988,38 @@ class RedisBackend:
         """
         ms, seq = _parse(last)
         after = f"{ms}-{seq + 1}" if seq < _MAX_PART else f"{ms + 1}-0"
-        args: list[str | int] = [after, count]
-        digest = self._snapshot_digest
+        args: list[str | bytes] = [after, str(count)]
+        return _Snapshot.parse(await self._script(client, "_snapshot_digest", _SNAPSHOT, key, args))
+
+    async def _script(
+        self,
+        client: coredis.Redis[bytes],
+        slot: Literal["_snapshot_digest", "_publish_digest"],
+        script: str,
+        key: str,
+        args: list[str | bytes],
+    ) -> object:
+        """``EVALSHA`` of ``script``, loading it first when Redis does not have it.
+
+        Retrying after ``NOSCRIPT`` is safe, for a publish too: the script did not run.
+        """
+        digest: str | None = getattr(self, slot)
         if digest is not None:
             try:
-                return _Snapshot.parse(await client.evalsha(digest, [key], args))
+                return await client.evalsha(digest, [key], args)
             except coredis.exceptions.NoScriptError:
                 pass  # a restarted Redis forgot it
-        digest = self._snapshot_digest = _text(await client.script_load(_SNAPSHOT))
-        return _Snapshot.parse(await client.evalsha(digest, [key], args))
+        digest = _text(await client.script_load(script))
+        setattr(self, slot, digest)
+        return await client.evalsha(digest, [key], args)
 
     # ------------------------------------------------------------ helpers
 
     def _key(self, topic: str) -> str:
         return self._prefix + topic
 
-    def _trim_operator(self) -> Literal[PureToken.EQUAL, PureToken.APPROXIMATELY]:
-        return PureToken.EQUAL if self._exact else PureToken.APPROXIMATELY
+    def _trim_operator(self) -> str:
+        return "=" if self._exact else "~"
 
     def _failed(self, exc: BaseException) -> None:
         self._connected = False

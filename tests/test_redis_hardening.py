@@ -47,11 +47,23 @@ pytestmark = pytest.mark.filterwarnings("ignore:Unclosed <MemoryObject:ResourceW
 LOGGER = "sse_sm.redis"
 
 #: Adds ARGV[1] events in our format to KEYS[1] in one atomic step, trimming to
-#: exactly ARGV[2]: no reader can see any of them before the trimming.
+#: exactly ARGV[2]: no reader can see any of them before the trimming.  With
+#: ARGV[3] = "n", each carries its number as the backend's publish writes it.
 _BURST = """
 for i = 1, tonumber(ARGV[1]) do
-  redis.call('XADD', KEYS[1], 'MAXLEN', '=', ARGV[2], '*',
-             'f', 'data: b' .. i .. '\\r\\n\\r\\n', 's', '\\r\\n')
+  local fields = {'f', 'data: b' .. i .. '\\r\\n\\r\\n', 's', '\\r\\n'}
+  if ARGV[3] == 'n' then
+    local n = 1
+    if redis.call('EXISTS', KEYS[1]) == 1 then
+      local info = redis.call('XINFO', 'STREAM', KEYS[1])
+      for j = 1, #info, 2 do
+        if info[j] == 'entries-added' then n = info[j + 1] + 1 end
+      end
+    end
+    fields[5] = 'n'
+    fields[6] = tostring(n)
+  end
+  redis.call('XADD', KEYS[1], 'MAXLEN', '=', ARGV[2], '*', unpack(fields))
 end
 return redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)[1][1]
 """
@@ -77,9 +89,11 @@ async def raw(url: str) -> AsyncIterator[coredis.Redis[bytes]]:
         yield client
 
 
-async def burst(client: coredis.Redis[bytes], key: str, count: int, keep: int) -> str:
+async def burst(
+    client: coredis.Redis[bytes], key: str, count: int, keep: int, *, numbered: bool = False
+) -> str:
     """``count`` events ``b1``..``b<count>`` in one step, ``keep`` retained; the oldest id kept."""
-    oldest = await client.eval(_BURST, keys=[key], args=[count, keep])
+    oldest = await client.eval(_BURST, keys=[key], args=[count, keep, "n" if numbered else ""])
     assert isinstance(oldest, bytes)
     return oldest.decode()
 
@@ -91,8 +105,15 @@ def records(caplog: pytest.LogCaptureFixture, level: int) -> list[logging.LogRec
 # ------------------------------------------------------------------ the silent hole
 
 
-async def test_a_reader_behind_the_retention_signals_an_expired_gap(redis: RedisServer) -> None:
-    """Another writer bursts 1,000 events into a topic that keeps 10: 990 are lost, and said so."""
+@pytest.mark.parametrize("numbered", [True, False], ids=["numbered", "unnumbered"])
+async def test_a_reader_behind_the_retention_signals_an_expired_gap(
+    redis: RedisServer, numbered: bool
+) -> None:
+    """Another writer bursts 1,000 events into a topic that keeps 10: 990 are lost, and said so.
+
+    Numbered as this backend writes them (the entry's own number shows the
+    hole), or not (the stream's counters show it).
+    """
     with anyio.fail_after(WAIT):
         async with (
             raw(redis.url) as client,
@@ -104,7 +125,7 @@ async def test_a_reader_behind_the_retention_signals_an_expired_gap(redis: Redis
             await joined(hub)
             first = await hub.publish("t", "first")
             await reader.wait_for(1)
-            oldest = await burst(client, "sse_sm:t", 1000, 10)
+            oldest = await burst(client, "sse_sm:t", 1000, 10, numbered=numbered)
             await reader.wait_for(11)
             tasks.cancel_scope.cancel()
     assert reader.data() == ["first"] + [f"b{i}" for i in range(991, 1001)]
@@ -190,7 +211,7 @@ def _runs(values: list[int]) -> Iterator[list[int]]:
 async def test_foreign_and_malformed_entries_are_skipped_and_logged(
     redis: RedisServer, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """An entry without our fields, with a bad separator, or an unterminated frame."""
+    """An entry without our fields, with a bad separator, an unterminated frame, a bad number."""
     caplog.set_level(logging.WARNING, LOGGER)
     with anyio.fail_after(WAIT):
         async with (
@@ -204,12 +225,13 @@ async def test_foreign_and_malformed_entries_are_skipped_and_logged(
             await client.xadd("sse_sm:t", {b"foo": b"bar"})
             await client.xadd("sse_sm:t", {b"f": b"data: sep\r\n\r\n", b"s": b"12"})
             await client.xadd("sse_sm:t", {b"f": b"data: unterminated"})
+            await client.xadd("sse_sm:t", {b"f": b"data: n\r\n\r\n", b"s": b"\r\n", b"n": b"x"})
             ok = await hub.publish("t", "ok")
             await reader.wait_for(1)
             tasks.cancel_scope.cancel()
             stats = backend_of(hub).statistics()
     assert [(event.data, event.id) for event in reader.events] == [("ok", ok)]
-    assert stats.foreign == 3
+    assert stats.foreign == 4
     # One warning at first; later ones within a minute are summed into the next (none here).
     [warning] = records(caplog, logging.WARNING)
     assert "stream 'sse_sm:t'" in warning.getMessage()
@@ -269,19 +291,19 @@ async def test_a_failing_listener_is_logged_and_others_still_receive(
 async def test_an_unexpected_error_in_the_reader_is_logged_and_it_goes_on(
     redis: RedisServer, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A bug inside a round (here: the hole check raising once) is logged, then retried."""
+    """A bug inside a round (here: delivery raising once) is logged, then retried."""
     caplog.set_level(logging.ERROR, LOGGER)
-    original = RedisBackend._check_hole
+    original = RedisBackend._deliver_entries
     calls = 0
 
-    def flaky(self: RedisBackend, *args: Any) -> int | None:
+    async def flaky(self: RedisBackend, *args: Any, **options: Any) -> bool:
         nonlocal calls
         calls += 1
         if calls == 2:
             raise KeyError("a bug")
-        return original(self, *args)
+        return await original(self, *args, **options)
 
-    monkeypatch.setattr(RedisBackend, "_check_hole", flaky)
+    monkeypatch.setattr(RedisBackend, "_deliver_entries", flaky)
     with anyio.fail_after(WAIT):
         async with process(redis.url, "t") as hub, anyio.create_task_group() as tasks:
             reader = Reader(hub.subscribe("t"))
