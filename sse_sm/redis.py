@@ -12,17 +12,19 @@ imports it, and a missing extra fails here, at the import that asks for it.
 Theory of operation
 -------------------
 Each topic is one stream, ``<prefix><topic>``.  :meth:`RedisBackend.publish`
-is one ``XADD`` (with the retention bound); the stream id Redis assigns,
-``<ms>-<seq>``, is the event's SSE id, and its position is the same pair as
-one integer, ``ms << 64 | seq``, so positions increase with ids.  Every
-process runs one reader task per topic it serves.  Each round it runs one
-script that reads, atomically, the entries after the last id it has seen and
-the stream's counters (``XINFO STREAM``); it signals any hole the counters
-show, calls the hubs' listeners (their fan-out) with every entry, in stream
-order, on the loop the backend was entered on, and once caught up waits in
-``XREAD BLOCK`` for the next entry.  A process's own publishes reach its
-subscribers the same way, through its reader, so there is exactly one
-delivery path and one order.
+is one script around ``XADD`` (with the retention bound) that also stores the
+entry's number in the stream (``n``: ``entries-added`` after it, Redis 7);
+the stream id Redis assigns, ``<ms>-<seq>``, is the event's SSE id, and its
+position is the same pair as one integer, ``ms << 64 | seq``, so positions
+increase with ids.  Every process runs one reader task per topic it serves:
+``XREAD BLOCK`` after the last id it has seen, a hole signalled wherever an
+entry's number is not the next one, and the hubs' listeners (their fan-out)
+called with every entry, in stream order, on the loop the backend was
+entered on.  Where numbers cannot tell (another writer's entries, a stream
+that vanished or went back, the first read), it reads through a script that
+returns the entries and the stream's counters (``XINFO STREAM``) atomically.
+A process's own publishes reach its subscribers the same way, through its
+reader, so there is exactly one delivery path and one order.
 
 Invariants:
 
@@ -37,9 +39,9 @@ Invariants:
   that was deleted, replaced or not persisted across a restart) reach the
   hubs' gap listeners (:meth:`RedisBackend.listen_gaps`) before the entries
   that follow, so every live subscriber yields an ``sse_sm.gap`` event at
-  the place of the hole; each is also logged.  Redis trims from the oldest
-  entry, so the check is exact: ``entries-added`` counts every entry ever
-  added, and when the oldest entry held is after the last one read, the
+  the place of the hole; each is also logged.  The check is exact: entries
+  are numbered densely (``entries-added``), and Redis trims from the oldest
+  entry, so when the oldest entry held is after the last one read, the
   missing ones are that count's growth less what is held.
 * **A reader never dies.**  Redis failures, malformed replies, foreign or
   malformed entries and listeners that raise are logged (a failure once per
