@@ -136,6 +136,60 @@ async def test_a_reader_behind_the_retention_signals_an_expired_gap(
     assert hub.statistics().gaps == 1
 
 
+#: b1, b2, b3 (numbered when ARGV[1] = "n"), then b2 deleted: all in one atomic step.
+_DELETED_UNREAD = """
+local ids = {}
+for i = 1, 3 do
+  local fields = {'f', 'data: b' .. i .. '\\r\\n\\r\\n', 's', '\\r\\n'}
+  if ARGV[1] == 'n' then
+    local info = redis.call('XINFO', 'STREAM', KEYS[1])
+    for j = 1, #info, 2 do
+      if info[j] == 'entries-added' then fields[5] = 'n'; fields[6] = tostring(info[j + 1] + 1) end
+    end
+  end
+  ids[i] = redis.call('XADD', KEYS[1], '*', unpack(fields))
+end
+redis.call('XDEL', KEYS[1], ids[2])
+return ids
+"""
+
+
+@pytest.mark.parametrize("numbered", [True, False], ids=["numbered", "unnumbered"])
+async def test_an_entry_deleted_unread_is_a_gap(redis: RedisServer, numbered: bool) -> None:
+    """``XDEL`` of an entry before the reader got to it: one gap, counted."""
+    with anyio.fail_after(WAIT):
+        async with (
+            raw(redis.url) as client,
+            process(redis.url, "t") as hub,
+            anyio.create_task_group() as tasks,
+        ):
+            reader = Reader(hub.subscribe("t"))
+            tasks.start_soon(reader.run)
+            await joined(hub)
+            first = await hub.publish("t", "first")
+            await reader.wait_for(1)
+            reply = await client.eval(
+                _DELETED_UNREAD, keys=["sse_sm:t"], args=["n" if numbered else ""]
+            )
+            assert isinstance(reply, list)
+            b1, b2, b3 = (item.decode() for item in reply)
+            await reader.wait_for(3)
+            tasks.cancel_scope.cancel()
+    assert reader.data() == ["first", "b1", "b3"]
+    kinds = [event.event for event in reader.events]
+    if numbered:  # b3's number shows the hole, right where it is
+        assert reader.gaps() == [
+            {"reason": "expired", "last_event_id": b1, "next_id": b3, "missed": 1}
+        ]
+        assert kinds.index("sse_sm.gap") == 2
+    else:  # the counters show one entry missing after "first", not where: before b1
+        assert reader.gaps() == [
+            {"reason": "expired", "last_event_id": first, "next_id": b1, "missed": 1}
+        ]
+        assert kinds.index("sse_sm.gap") == 1
+    assert b2 not in [event.id for event in reader.events]
+
+
 async def test_many_topics_each_get_their_gap(redis: RedisServer) -> None:
     topics = [f"t{i}" for i in range(12)]
     with anyio.fail_after(WAIT * 2):
