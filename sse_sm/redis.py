@@ -661,9 +661,11 @@ class RedisBackend:
         """Start ``topic``'s reader, from the newest entry now, unless it has one.
 
         Idempotent.  Returns once the reader's starting id is fixed: every
-        entry stored after this returns reaches the listeners.  When Redis
-        cannot be reached, the reader starts from this process's clock
-        (``<now ms>-0``) and retries.
+        entry stored after this returns reaches the listeners, or a gap
+        does.  The starting id and the stream's count are read together, so
+        the first hole is counted exactly.  When Redis cannot be reached, the
+        reader starts from this process's clock (``<now ms>-0``), with the
+        count unknown until its first read, and retries.
 
         Raises:
             RuntimeError: the backend is not running.
