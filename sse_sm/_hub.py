@@ -64,7 +64,7 @@ from ._hub_backend import HubBackend, MemoryBackend
 from ._hub_state import DropMarker, SubscriberState, Tally, TopicState
 from ._hub_subscription import Subscription
 from ._hub_types import HubStatistics, SlowConsumerPolicy, TopicStatistics
-from ._replay import Entry, last_event_id
+from ._replay import Entry, Gap, last_event_id
 
 __all__ = ("Hub",)
 
@@ -146,6 +146,7 @@ class Hub:
         "_published",
         "_retired",
         "_sep",
+        "_stop_gaps",
         "_stop_listening",
         "_subscribers",
         "_token",
@@ -189,6 +190,11 @@ class Hub:
         #: The bound loop's clock (set by _bind); until then nothing is published.
         self._clock: Callable[[], float] = time.monotonic
         self._stop_listening = self._backend.listen(self._fan_out)
+        # Optional in the protocol: a backend that can lose events on their way here.
+        listen_gaps = getattr(self._backend, "listen_gaps", None)
+        self._stop_gaps: Callable[[], None] | None = (
+            None if listen_gaps is None else listen_gaps(self._fan_out_gap)
+        )
         try:
             self._bind()
         except RuntimeError:
@@ -466,7 +472,10 @@ class Hub:
                         del buffer[1]  # the oldest entry, right after the marker
                         first.count += 1
                     else:
-                        buffer[0] = DropMarker()  # the oldest entry becomes the hole
+                        first = buffer[0] = DropMarker()  # the oldest entry becomes the hole
+                    if len(buffer) > 1 and type(second := buffer[1]) is DropMarker:
+                        first.absorb(second)  # a backend's hole met this one: one gap
+                        del buffer[1]
                     buffer.append(entry)
                     state.dropped += 1
                 elif policy is SlowConsumerPolicy.DROP_NEWEST:
@@ -495,6 +504,30 @@ class Hub:
                     f"(it resumes from the store): {error!r}"
                 )
                 self._let_go(state, reason, refused=1)
+
+    def _fan_out_gap(self, topic_name: str, gap: Gap, position: int | None) -> None:
+        """The backend's hole signal: a gap marker at the end of every live buffer.
+
+        Never suspends.  A subscriber whose replay already reaches the entry
+        after the hole (``position``) is skipped: its replay said what it had.
+        The marker joins a hole already at the end of the buffer, so markers
+        never sit side by side (the drop policies rely on that).
+        """
+        topic = self._topics.get(topic_name)
+        if topic is None:
+            return
+        for state in topic.subscribers:
+            if position is not None and position <= state.after:
+                continue
+            buffer = state.buffer
+            last = buffer[-1] if buffer else None
+            if type(last) is DropMarker:
+                last.add_lost(gap)
+            else:
+                marker = DropMarker(0)
+                marker.add_lost(gap)
+                buffer.append(marker)
+            state.wake()
 
     def publish_from_thread(self, topic: str, item: object) -> str:
         """:meth:`publish` from a thread that is not the hub's loop; blocks until done.
@@ -531,6 +564,8 @@ class Hub:
             return
         self._closed = True
         self._stop_listening()
+        if self._stop_gaps is not None:
+            self._stop_gaps()
         for topic in self._topics.values():
             if topic.room is not None:
                 room, topic.room = topic.room, None

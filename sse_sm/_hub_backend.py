@@ -34,12 +34,17 @@ from collections.abc import Callable
 from typing import Protocol, final
 
 from ._events import ServerSentEvent
-from ._replay import Entry, MemoryReplayStore, Replay, random_epoch
+from ._replay import Entry, Gap, MemoryReplayStore, Replay, random_epoch
 
-__all__ = ("EntryListener", "HubBackend", "MemoryBackend")
+__all__ = ("EntryListener", "GapListener", "HubBackend", "MemoryBackend")
 
 #: A hub's fan-out: called with every entry published to any topic.
 EntryListener = Callable[[Entry], None]
+#: A hub's hole signal: ``(topic, gap, position)``, events of ``topic`` the
+#: backend could not deliver, lost before the entry at ``position`` (``None``
+#: when that entry is not known yet).  ``gap.last_event_id`` is the backend's
+#: last delivered id; the hub tells each subscriber its own.
+GapListener = Callable[[str, Gap, "int | None"], None]
 
 
 class HubBackend(Protocol):
@@ -48,6 +53,13 @@ class HubBackend(Protocol):
     A multi-process backend implements these three methods; its reader task
     (if it has one) is its own to start and stop, and calls the listeners on
     the hub's event loop.
+
+    A backend that can lose events on their way to a hub (a reader that fell
+    behind the retention, a store that lost its data) may also have
+    ``listen_gaps(listener: GapListener) -> Callable[[], None]``: the hub
+    registers its hole signal there when the method exists, and each live
+    subscriber of the topic then yields one ``sse_sm.gap`` event at the place
+    of the hole, as after a lossy resume.
     """
 
     async def publish(self, topic: str, event: ServerSentEvent) -> Entry:

@@ -20,19 +20,51 @@ from typing import final
 import anyio
 
 from ._hub_types import SlowConsumerPolicy
-from ._replay import Entry, Gap
+from ._replay import Entry, Gap, GapReason
 
 __all__ = ("DropMarker", "SubscriberState", "Tally", "TopicState")
 
 
 @final
 class DropMarker:
-    """A run of events a drop policy discarded, kept in the buffer where the hole is."""
+    """A hole in a subscriber's buffer, kept where the hole is.
 
-    __slots__ = ("count",)
+    ``count`` events a drop policy discarded here and, when ``lost`` is set,
+    events the backend could not deliver to this hub at all (its gap says why
+    and how many, if known).  Two holes that meet become one marker.
+    """
 
-    def __init__(self) -> None:
-        self.count = 1
+    __slots__ = ("count", "lost")
+
+    def __init__(self, count: int = 1) -> None:
+        self.count = count
+        self.lost: Gap | None = None
+
+    def absorb(self, other: DropMarker) -> None:
+        """Take in an adjacent hole: one gap signal for both."""
+        self.count += other.count
+        if other.lost is not None:
+            self.add_lost(other.lost)
+
+    def add_lost(self, gap: Gap) -> None:
+        """Events the backend lost here; counts add up only while both are known."""
+        known = self.lost
+        if known is None:
+            self.lost = gap
+        else:
+            missed = (
+                None if known.missed is None or gap.missed is None else known.missed + gap.missed
+            )
+            reason = known.reason if known.reason is gap.reason else GapReason.UNKNOWN
+            self.lost = Gap(reason, known.last_event_id, gap.next_id, missed)
+
+    def gap(self, last_event_id: str | None, next_id: str | None) -> Gap:
+        """This hole's ``sse_sm.gap``, for a subscriber whose last event was ``last_event_id``."""
+        lost = self.lost
+        if lost is None:
+            return Gap(GapReason.DROPPED, last_event_id, next_id, self.count)
+        missed = None if lost.missed is None else lost.missed + self.count
+        return Gap(lost.reason, last_event_id, next_id, missed)
 
 
 @final

@@ -20,7 +20,7 @@ import anyio.lowlevel
 from ._exceptions import SlowConsumerError
 from ._hub_state import DropMarker, SubscriberState
 from ._hub_types import SlowConsumerPolicy, SubscriptionStatistics
-from ._replay import Entry, Gap, GapReason
+from ._replay import Entry, Gap
 
 if TYPE_CHECKING:
     from ._hub import Hub
@@ -167,8 +167,7 @@ class Subscription:
         state.gaps += 1
         following = state.buffer[0] if state.buffer else None
         next_id = following.id if type(following) is Entry else None
-        gap = Gap(GapReason.DROPPED, state.last_id, next_id, item.count)
-        return gap.to_event(self._hub._sep).encode()
+        return item.gap(state.last_id, next_id).to_event(self._hub._sep).encode()
 
     async def _join(self) -> None:
         """Join the topic first, then ask for the replay: no hole between the two."""

@@ -12,14 +12,19 @@ imports it, and a missing extra fails here, at the import that asks for it.
 Theory of operation
 -------------------
 Each topic is one stream, ``<prefix><topic>``.  :meth:`RedisBackend.publish`
-is one ``XADD`` (with the retention bound); the stream id Redis assigns,
-``<ms>-<seq>``, is the event's SSE id, and its position is the same pair as
-one integer, ``ms << 64 | seq``, so positions increase with ids.  Every
-process runs one reader task per topic it serves, doing ``XREAD BLOCK``
-after the last id it has seen and calling the hubs' listeners (their
-fan-out) with every entry, in stream order, on the loop the backend was
-entered on.  A process's own publishes reach its subscribers the same way,
-through its reader, so there is exactly one delivery path and one order.
+is one script around ``XADD`` (with the retention bound) that also stores the
+entry's number in the stream (``n``: ``entries-added`` after it, Redis 7);
+the stream id Redis assigns, ``<ms>-<seq>``, is the event's SSE id, and its
+position is the same pair as one integer, ``ms << 64 | seq``, so positions
+increase with ids.  Every process runs one reader task per topic it serves:
+``XREAD BLOCK`` after the last id it has seen, a hole signalled wherever an
+entry's number is not the next one, and the hubs' listeners (their fan-out)
+called with every entry, in stream order, on the loop the backend was
+entered on.  Where numbers cannot tell (another writer's entries, a stream
+that vanished or went back, the first read), it reads through a script that
+returns the entries and the stream's counters (``XINFO STREAM``) atomically.
+A process's own publishes reach its subscribers the same way, through its
+reader, so there is exactly one delivery path and one order.
 
 Invariants:
 
@@ -28,8 +33,22 @@ Invariants:
   or after it exits (readers are cancelled, their connections closed).
 * **No hole after a reconnect.**  A reader keeps the id of the last entry it
   delivered and asks for what follows it after any error, so an entry stored
-  while it was disconnected is delivered once it reconnects, unless
-  retention trimmed it first (see docs/redis.md, "Failure modes").
+  while it was disconnected is delivered once it reconnects.
+* **No silent hole** (Redis 7 and newer).  Entries the reader can no longer
+  read (trimmed by the retention before it got to them, lost with a stream
+  that was deleted, replaced or not persisted across a restart) reach the
+  hubs' gap listeners (:meth:`RedisBackend.listen_gaps`) before the entries
+  that follow, so every live subscriber yields an ``sse_sm.gap`` event at
+  the place of the hole; each is also logged.  The check is exact: entries
+  are numbered densely (``entries-added``), and Redis trims from the oldest
+  entry, so when the oldest entry held is after the last one read, the
+  missing ones are that count's growth less what is held.
+* **A reader never dies.**  Redis failures, malformed replies, foreign or
+  malformed entries and listeners that raise are logged (a failure once per
+  run of failures) and skipped or retried with backoff; only cancellation
+  ends a reader.
+* **Fair.**  A reader hands the loop back every ``FAIRNESS_SLICE`` seconds
+  or ``FAIRNESS_EVENTS`` entries while it delivers, as ``Hub.publish`` does.
 * **No hole between replay and live.**  A topic's reader is started (from
   the stream's newest id) before the replay is read, and the replay's
   ``head`` is the position of its last entry, so the hub drops what both give.
@@ -40,14 +59,15 @@ Invariants:
 
 from __future__ import annotations
 
+import logging
 import random
 import re
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Final, Literal, final
+from typing import Any, Final, Literal, final
 
 import anyio
 import anyio.abc
@@ -58,12 +78,12 @@ try:
     import coredis.exceptions
     from coredis.response.types import StreamEntry
     from coredis.retry import NoRetryPolicy
-    from coredis.tokens import PureToken
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError("sse_sm.redis needs coredis: pip install 'sse_sm[redis]'") from exc
 
 from ._events import ServerSentEvent
-from ._hub_backend import EntryListener
+from ._fairness import FAIRNESS_EVENTS, FAIRNESS_SLICE
+from ._hub_backend import EntryListener, GapListener
 from ._replay import Entry, Gap, GapReason, Replay
 
 __all__ = ("RedisBackend", "RedisBackendStatistics", "RedisUnavailableError", "parse_stream_id")
@@ -74,6 +94,143 @@ _MAX_PART: Final = 2**64 - 1
 #: Field names of a stored event: the frame without its id line, and the event's separator.
 _FRAME: Final = b"f"
 _SEP: Final = b"s"
+#: The entry's number in its stream, ``entries-added`` after it (Redis 7; absent before).
+_SEQ: Final = b"n"
+logger = logging.getLogger("sse_sm.redis")
+
+#: One atomic look at a stream: KEYS[1], the entries from id ARGV[1] on, at most
+#: ARGV[2] of them (none for 0).  Returns {} when the key does not exist, else
+#: {last-generated-id, max-deleted-entry-id, entries-added, length, first
+#: entry's id, entries}; the second and third are "" before Redis 7, the fifth
+#: is "" for an empty stream.  A key of another type is an error that names it.
+_SNAPSHOT: Final = """
+local kind = redis.call('TYPE', KEYS[1])['ok']
+if kind == 'none' then return {} end
+if kind ~= 'stream' then
+  return redis.error_reply(
+    'WRONGTYPE the key ' .. KEYS[1] .. ' holds a ' .. kind .. ', not a stream')
+end
+local info = redis.call('XINFO', 'STREAM', KEYS[1])
+local fields = {}
+for i = 1, #info, 2 do fields[info[i]] = info[i + 1] end
+local first = fields['first-entry']
+local found = {}
+if tonumber(ARGV[2]) > 0 then
+  found = redis.call('XRANGE', KEYS[1], ARGV[1], '+', 'COUNT', ARGV[2])
+end
+return {
+  fields['last-generated-id'],
+  fields['max-deleted-entry-id'] or '',
+  tostring(fields['entries-added'] or ''),
+  tostring(fields['length']),
+  first and first[1] or '',
+  found,
+}
+"""
+
+
+#: Seconds between two warnings about foreign entries in one stream.
+_WARN_EVERY: Final = 60.0
+
+
+#: XADD with the entry's number: KEYS[1]; ARGV: MAXLEN or MINID, = or ~, the
+#: threshold, the frame, the separator.  Atomic, so the number is exact.
+_PUBLISH: Final = """
+local fields = {'f', ARGV[4], 's', ARGV[5]}
+if redis.REDIS_VERSION_NUM ~= nil and redis.REDIS_VERSION_NUM >= 0x070000 then
+  local n = 1
+  if redis.call('TYPE', KEYS[1])['ok'] == 'stream' then
+    local info = redis.call('XINFO', 'STREAM', KEYS[1])
+    for i = 1, #info, 2 do
+      if info[i] == 'entries-added' then n = info[i + 1] + 1 end
+    end
+  end
+  fields[5] = 'n'
+  fields[6] = tostring(n)
+end
+return redis.call('XADD', KEYS[1], ARGV[1], ARGV[2], ARGV[3], '*', unpack(fields))
+"""
+
+
+class _MalformedReplyError(ValueError):
+    """Redis answered the snapshot script with something it cannot have sent."""
+
+
+def _parse(text: str) -> tuple[int, int]:
+    parsed = parse_stream_id(text)
+    if parsed is None:
+        raise _MalformedReplyError(f"not a stream id: {text!r}")
+    return parsed
+
+
+@final
+@dataclass(slots=True)
+class _Cursor:
+    """Where one topic's reader is."""
+
+    #: The id of the last entry read (delivered or skipped), or where reading starts.
+    last: str = "0-0"
+    #: The stream's ``entries-added`` count up to ``last``, when known.
+    index: int | None = None
+    #: Whether ``last`` was read from the stream as it is now (not a guess).
+    seen: bool = False
+    #: Foreign entries skipped and not yet logged, and when they last were.
+    skipped: int = 0
+    warned_at: float = float("-inf")
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class _Snapshot:
+    """What the snapshot script saw, checked."""
+
+    missing: bool
+    last_generated: tuple[int, int] = (0, 0)
+    #: ``None`` before Redis 7, which does not report it.
+    max_deleted: tuple[int, int] | None = None
+    #: ``entries-added``: entries ever added to the stream; ``None`` before Redis 7.
+    added: int | None = None
+    length: int = 0
+    #: The oldest entry held; ``None`` when the stream is empty.
+    first: tuple[int, int] | None = None
+    entries: tuple[tuple[bytes, dict[bytes, bytes]], ...] = ()
+
+    @classmethod
+    def parse(cls, reply: object) -> _Snapshot:
+        """The reply, checked field by field; :class:`_MalformedReplyError` names the bad one."""
+        if not isinstance(reply, list):
+            raise _MalformedReplyError(f"snapshot: a list expected, got {type(reply).__name__}")
+        if not reply:
+            return cls(missing=True)
+        if len(reply) != 6:
+            raise _MalformedReplyError(f"snapshot: 6 items expected, got {len(reply)}")
+        generated, deleted, added, length, first, found = reply
+        if not all(isinstance(v, bytes) for v in (generated, deleted, added, length, first)):
+            raise _MalformedReplyError("snapshot: the stream's counters are not strings")
+        if not isinstance(found, list):
+            raise _MalformedReplyError("snapshot: entries: a list expected")
+        entries: list[tuple[bytes, dict[bytes, bytes]]] = []
+        for item in found:
+            if not (isinstance(item, list) and len(item) == 2 and isinstance(item[0], bytes)):
+                raise _MalformedReplyError(f"snapshot: an entry is not [id, fields]: {item!r:.80}")
+            ident, flat = item
+            if not isinstance(flat, list) or len(flat) % 2:
+                raise _MalformedReplyError(f"snapshot: entry {ident!r}: fields are not pairs")
+            entries.append((ident, dict(zip(flat[::2], flat[1::2], strict=True))))
+        for name, number in (("entries-added", added), ("length", length)):
+            if number and not number.isdigit():
+                raise _MalformedReplyError(f"snapshot: {name} is not a number: {number!r}")
+        return cls(
+            missing=False,
+            last_generated=_parse(_text(generated)),
+            max_deleted=_parse(_text(deleted)) if deleted else None,
+            added=int(added) if added else None,
+            length=int(length or 0),
+            first=_parse(_text(first)) if first else None,
+            entries=tuple(entries),
+        )
+
+
 #: Errors that mean "Redis cannot be reached or did not answer", retried by the reader.
 _UNAVAILABLE: Final = (
     coredis.exceptions.RedisError,
@@ -119,6 +276,8 @@ class RedisBackendStatistics:
     last_error_at: float | None
     #: Stream entries skipped because they were not written by this backend.
     foreign: int
+    #: Holes the readers signalled: entries trimmed before they were read, or lost with the stream.
+    gaps: int = 0
 
 
 def parse_stream_id(text: str) -> tuple[int, int] | None:
@@ -140,6 +299,16 @@ def parse_stream_id(text: str) -> tuple[int, int] | None:
 
 def _position(ms: int, seq: int) -> int:
     return ms << 64 | seq
+
+
+def _sequence(fields: Mapping[Any, object]) -> int | None:
+    """An entry's number (``n``): ``None`` when it has none, ``-1`` when it is malformed."""
+    value = fields.get(_SEQ)
+    if value is None:
+        return None
+    if isinstance(value, bytes) and value.isdigit() and len(value) <= 20:
+        return int(value)
+    return -1
 
 
 def _describe(exc: BaseException) -> str:
@@ -207,6 +376,8 @@ class RedisBackend:
         "_errors",
         "_exact",
         "_foreign",
+        "_gap_listeners",
+        "_gaps",
         "_initial_topics",
         "_last_error",
         "_last_error_at",
@@ -215,6 +386,7 @@ class RedisBackend:
         "_max_connections",
         "_max_events",
         "_prefix",
+        "_publish_digest",
         "_publish_failures",
         "_published",
         "_read_block",
@@ -223,9 +395,11 @@ class RedisBackend:
         "_received",
         "_reconnect_delay",
         "_reconnects",
+        "_snapshot_digest",
         "_stack",
         "_task_group",
         "_url",
+        "_warned_old_redis",
     )
 
     def __init__(
@@ -278,6 +452,11 @@ class RedisBackend:
         self._reconnect_delay = (float(first), float(longest))
         self._max_connections = max_connections
         self._listeners: tuple[EntryListener, ...] = ()
+        self._gap_listeners: tuple[GapListener, ...] = ()
+        self._gaps = 0
+        self._snapshot_digest: str | None = None
+        self._publish_digest: str | None = None
+        self._warned_old_redis = False
         self._client: coredis.Redis[bytes] | None = None
         self._task_group: anyio.abc.TaskGroup | None = None
         self._stack: AsyncExitStack | None = None
@@ -370,6 +549,24 @@ class RedisBackend:
 
         return stop
 
+    def listen_gaps(self, listener: GapListener) -> Callable[[], None]:
+        """Call ``listener`` with every hole a reader finds; returns its stop function.
+
+        A hole is entries of a topic that a reader could not deliver: trimmed
+        by the retention before it read them, or lost with the stream (Redis
+        restarted without them, the key was deleted or replaced).  The
+        :class:`~sse_sm.Hub` registers here, and each live subscriber of the
+        topic yields one ``sse_sm.gap`` event at the place of the hole.
+        """
+        self._gap_listeners = (*self._gap_listeners, listener)
+
+        def stop() -> None:
+            self._gap_listeners = tuple(
+                known for known in self._gap_listeners if known is not listener
+            )
+
+        return stop
+
     async def publish(self, topic: str, event: ServerSentEvent) -> Entry:
         """``XADD`` the event; its stream id becomes its SSE id.
 
@@ -391,32 +588,25 @@ class RedisBackend:
         client = self._require_client()
         sep = event.sep
         fields: dict[bytes, bytes] = {_FRAME: event.encode(), _SEP: sep.encode()}
+        if self._max_events is not None:
+            trim = ["MAXLEN", self._trim_operator(), str(self._max_events)]
+        else:
+            assert self._max_age is not None
+            horizon = int((time.time() - self._max_age) * 1000)
+            trim = ["MINID", self._trim_operator(), f"{max(horizon, 0)}-0"]
+        args: list[str | bytes] = [*trim, fields[_FRAME], fields[_SEP]]
         try:
             with anyio.fail_after(self._command_timeout):
-                if self._max_events is not None:
-                    ident = await client.xadd(
-                        self._key(topic),
-                        fields,
-                        trim_strategy=PureToken.MAXLEN,
-                        threshold=self._max_events,
-                        trim_operator=self._trim_operator(),
-                    )
-                else:
-                    assert self._max_age is not None
-                    horizon = int((time.time() - self._max_age) * 1000)
-                    ident = await client.xadd(
-                        self._key(topic),
-                        fields,
-                        trim_strategy=PureToken.MINID,
-                        threshold=f"{max(horizon, 0)}-0",
-                        trim_operator=self._trim_operator(),
-                    )
-        except _UNAVAILABLE as exc:
+                ident = await self._script(
+                    client, "_publish_digest", _PUBLISH, self._key(topic), args
+                )
+            if not isinstance(ident, bytes):
+                raise _MalformedReplyError(f"publish: a stream id expected, got {ident!r:.80}")
+        except (*_UNAVAILABLE, _MalformedReplyError) as exc:
             self._publish_failures += 1
             raise self._unavailable(f"publish to {topic!r}", exc) from exc
         self._connected = True
         self._published += 1
-        assert ident is not None  # no NOMKSTREAM
         return self._entry(topic, ident, fields)
 
     async def replay(self, topic: str, last_event_id: str) -> Replay:
@@ -471,9 +661,11 @@ class RedisBackend:
         """Start ``topic``'s reader, from the newest entry now, unless it has one.
 
         Idempotent.  Returns once the reader's starting id is fixed: every
-        entry stored after this returns reaches the listeners.  When Redis
-        cannot be reached, the reader starts from this process's clock
-        (``<now ms>-0``) and retries.
+        entry stored after this returns reaches the listeners, or a gap
+        does.  The starting id and the stream's count are read together, so
+        the first hole is counted exactly.  When Redis cannot be reached, the
+        reader starts from this process's clock (``<now ms>-0``), with the
+        count unknown until its first read, and retries.
 
         Raises:
             RuntimeError: the backend is not running.
@@ -487,62 +679,351 @@ class RedisBackend:
             return
         self._readers[topic] = None
         key = self._key(topic)
+        cursor = _Cursor()
         try:
             with anyio.fail_after(self._command_timeout):
-                newest = await client.xrevrange(key, "+", "-", count=1)
-        except _UNAVAILABLE as exc:
+                # Its newest id and its count, together: the reader's hole check starts exact.
+                snapshot = await self._snapshot(client, key, "0-0", 0)
+        except (*_UNAVAILABLE, _MalformedReplyError) as exc:
             self._failed(exc)
-            start = f"{int(time.time() * 1000)}-0"
+            cursor.last = f"{int(time.time() * 1000)}-0"
         else:
             self._connected = True
-            start = _text(newest[0].identifier) if newest else "0-0"
-        task_group.start_soon(self._read, topic, start, name=f"sse_sm.redis reader {topic!r}")
+            if snapshot.missing:
+                cursor.index = 0  # a stream created from now on counts its entries from 0
+            else:
+                cursor.last = "{}-{}".format(*snapshot.last_generated)
+                cursor.index = snapshot.added
+                cursor.seen = True
+        task_group.start_soon(self._read, topic, cursor, name=f"sse_sm.redis reader {topic!r}")
 
-    async def _read(self, topic: str, last: str) -> None:
-        """The reader of one topic: ``XREAD BLOCK`` after ``last``, forever, with backoff."""
+    async def _read(self, topic: str, cursor: _Cursor) -> None:
+        """The reader of one topic, until cancelled: never raises, never stops on bad data.
+
+        Each round reads a snapshot (the entries after ``cursor.last`` and the
+        stream's counters, in one atomic script), signals any hole it shows,
+        delivers the entries (handing the loop back every ``FAIRNESS_SLICE``
+        seconds or ``FAIRNESS_EVENTS`` entries), and when it is caught up
+        waits with ``XREAD BLOCK`` for the next entry.  Failures of Redis, of
+        its replies or of a listener are logged and retried with backoff;
+        they never end the task, so its subscribers are never left waiting
+        on a reader that is gone.
+        """
         client = self._require_client()
         key = self._key(topic)
         first_delay, longest_delay = self._reconnect_delay
         delay = first_delay
-        failing = False
+        failures = 0
+        logged: str | None = None
         block_ms = int(self._read_block * 1000)
-        deadline = self._read_block + self._command_timeout
+        wait_deadline = self._read_block + self._command_timeout
+        # A snapshot round first, after a failure, after a block that found
+        # nothing (a stream that vanished or went back shows only there), and
+        # until caught up; otherwise XREAD BLOCK, one command per batch.
+        use_snapshot = True
         while True:
             try:
-                with anyio.fail_after(deadline):
-                    reply = await client.xread({key: last}, count=self._read_count, block=block_ms)
-            except _UNAVAILABLE as exc:
-                self._failed(exc)
-                failing = True
-                await anyio.sleep(delay * random.uniform(0.5, 1.0))
-                delay = min(delay * 2, longest_delay)
+                found: list[tuple[str | bytes, Mapping[Any, object]]] | None = None
+                if use_snapshot:
+                    with anyio.fail_after(self._command_timeout):
+                        snapshot = await self._snapshot(client, key, cursor.last, self._read_count)
+                else:
+                    with anyio.fail_after(wait_deadline):
+                        reply = await client.xread(
+                            {key: cursor.last}, count=self._read_count, block=block_ms
+                        )
+                    found = [
+                        (item.identifier, item.field_values)
+                        for items in (reply or {}).values()
+                        for item in items
+                    ]
+                self._connected = True
+                if failures:
+                    self._reconnects += 1
+                    logger.info(
+                        "Redis backend: the reader of topic %r reads again after %d failure(s)",
+                        topic,
+                        failures,
+                    )
+                    failures = 0
+                    logged = None
+                    delay = first_delay
+                if found is None:
+                    use_snapshot = not await self._deliver(topic, key, cursor, snapshot)
+                elif found:
+                    # An entry without its number stops the batch: the snapshot reads on.
+                    use_snapshot = not await self._deliver_entries(
+                        topic, key, cursor, found, numbered=True
+                    )
+                else:
+                    use_snapshot = True
                 continue
-            self._connected = True
-            if failing:
-                failing = False
-                delay = first_delay
-                self._reconnects += 1
-            if not reply:
+            except (*_UNAVAILABLE, _MalformedReplyError) as exc:
+                failure: BaseException = exc
+                traceback = False
+            except Exception as exc:  # a bug: logged with its traceback, never the reader's end
+                failure = exc
+                traceback = True
+            failures += 1
+            self._failed(failure)
+            message = _describe(failure)
+            if message != logged:
+                logged = message
+                logger.error(
+                    "Redis backend: the reader of topic %r (stream %r) failed: %s; "
+                    "retrying with backoff",
+                    topic,
+                    key,
+                    message,
+                    exc_info=failure if traceback else None,
+                )
+            use_snapshot = True
+            await anyio.sleep(delay * random.uniform(0.5, 1.0))
+            delay = min(delay * 2, longest_delay)
+
+    async def _deliver(self, topic: str, key: str, cursor: _Cursor, snapshot: _Snapshot) -> bool:
+        """Signal the hole ``snapshot`` shows, if any, then deliver its entries.
+
+        Returns whether the reader is caught up (it read everything after
+        ``cursor.last``).  Updates ``cursor`` as it goes, so a cancellation
+        at one of its checkpoints loses nothing.
+        """
+        if snapshot.missing:
+            if cursor.seen:
+                self._signal_gap(
+                    topic,
+                    Gap(GapReason.UNKNOWN, cursor.last, None, None),
+                    None,
+                    f"the stream {key!r} is gone (deleted, or Redis lost its data): "
+                    "entries after the last one read may be lost",
+                )
+            cursor.seen = False
+            cursor.index = 0
+            return True
+        if snapshot.last_generated < _parse(cursor.last) and (cursor.seen or cursor.index == 0):
+            # The stream's ids are behind the last one read: it is a new stream
+            # under the same key.  Read it from its start, after saying so.
+            if cursor.seen:
+                self._signal_gap(
+                    topic,
+                    Gap(GapReason.UNKNOWN, cursor.last, None, None),
+                    None,
+                    f"the stream {key!r} was replaced (its ids restart below the last one read)",
+                )
+            cursor.last, cursor.index, cursor.seen = "0-0", 0, True
+            return False
+        found = snapshot.entries
+        drained = len(found) < self._read_count
+        cursor.index = self._check_hole(topic, key, cursor, snapshot, drained)
+        cursor.seen = True
+        if found:
+            await self._deliver_entries(topic, key, cursor, found, numbered=False)
+        return drained
+
+    async def _deliver_entries(
+        self,
+        topic: str,
+        key: str,
+        cursor: _Cursor,
+        found: Sequence[tuple[str | bytes, Mapping[Any, object]]],
+        *,
+        numbered: bool,
+    ) -> bool:
+        """Deliver ``found`` (the entries right after ``cursor.last``), in slices.
+
+        With ``numbered`` (entries from a plain ``XREAD``, which says nothing
+        of what is missing), stop before an entry without a valid number,
+        unless the count is unknown anyway (Redis < 7), and return ``False``:
+        the snapshot script then reads from there, and its counters tell
+        whether something before that entry is missing.  Otherwise returns
+        ``True``.
+
+        Each entry written by this backend on Redis 7 carries its number in
+        the stream (``n``, ``entries-added`` after it): one that is not the
+        next number after ``cursor.index`` means entries between were trimmed
+        or deleted unread (a bigger one: ``expired``, with the count) or the
+        stream was replaced (a smaller one: ``unknown``), and the hole is
+        signalled before the entry is delivered.  Hands the loop back every
+        ``FAIRNESS_SLICE`` seconds or ``FAIRNESS_EVENTS`` entries, and once
+        at the end.  Updates ``cursor`` as it goes, so a cancellation at one
+        of its checkpoints loses nothing.
+        """
+        budget = FAIRNESS_EVENTS
+        yield_at = time.monotonic() + FAIRNESS_SLICE
+        foreign: list[str] = []
+        complete = True
+        for ident, fields in found:
+            text = _text(ident)
+            seq = _sequence(fields)
+            index = cursor.index
+            if numbered and (seq is None or seq < 0) and index is not None:
+                complete = False
+                break
+            if seq is not None and seq >= 0 and index is not None and seq != index + 1:
+                position = _position(*_parse(text))
+                if seq > index + 1:
+                    missed = seq - index - 1
+                    gap = Gap(GapReason.EXPIRED, cursor.last, text, missed)
+                    why = (
+                        f"{missed} entries after {cursor.last} were trimmed or deleted "
+                        "before this process read them (it fell behind the retention)"
+                    )
+                else:
+                    gap = Gap(GapReason.UNKNOWN, cursor.last, text, None)
+                    why = f"the stream {key!r} was replaced (its count went back to {seq})"
+                self._signal_gap(topic, gap, position, why)
+            cursor.last = text
+            cursor.seen = True
+            if seq is not None and seq >= 0:
+                cursor.index = seq
+            elif index is not None:
+                cursor.index = index + 1  # another writer's entry counts too
+            entry = None if seq == -1 else self._entry_or_none(topic, ident, fields)
+            if entry is None:
+                if seq == -1:
+                    self._foreign += 1
+                foreign.append(f"{text} {sorted(map(_text, fields))}")
                 continue
-            for found in reply.values():
-                for stream_entry in found:
-                    last = _text(stream_entry.identifier)
-                    entry = self._entry_or_none(topic, stream_entry)
-                    if entry is None:
-                        continue
-                    self._received += 1
-                    for listener in self._listeners:
-                        listener(entry)
-            # A burst of entries is delivered without suspending; yield before reading again.
-            await anyio.lowlevel.checkpoint()
+            self._received += 1
+            for listener in self._listeners:
+                try:
+                    listener(entry)
+                except Exception:
+                    logger.exception(
+                        "Redis backend: a listener raised on entry %s of topic %r", entry.id, topic
+                    )
+            budget -= 1
+            if budget <= 0 or time.monotonic() >= yield_at:
+                await anyio.lowlevel.checkpoint()
+                budget = FAIRNESS_EVENTS
+                yield_at = time.monotonic() + FAIRNESS_SLICE
+        if foreign:
+            cursor.skipped += len(foreign)
+            now = time.monotonic()
+            if now - cursor.warned_at >= _WARN_EVERY:  # a foreign writer must not flood the log
+                logger.warning(
+                    "Redis backend: skipped %d entries of stream %r not written by sse_sm "
+                    "(no frame, a bad separator or number, or an unterminated frame); "
+                    "the first: %s",
+                    cursor.skipped,
+                    key,
+                    foreign[0],
+                )
+                cursor.skipped = 0
+                cursor.warned_at = now
+        # Between two reads of a burst, hand the loop back even if the slice is not used up.
+        await anyio.lowlevel.checkpoint()
+        return complete
+
+    def _check_hole(
+        self, topic: str, key: str, cursor: _Cursor, snapshot: _Snapshot, drained: bool
+    ) -> int | None:
+        """Signal the entries after ``cursor.last`` that Redis no longer holds, if any.
+
+        Returns the ``entries-added`` count just before the snapshot's first
+        entry, when known.  Redis trims a stream from its oldest entry, so:
+        when the oldest entry held is after the last one read, every entry
+        held is after it, and ``entries-added`` minus the count at the last
+        read minus the length is the number trimmed unread (``expired``; a
+        negative number means the stream was replaced: ``unknown``).  When
+        the oldest entry held is not after it, nothing unread was trimmed,
+        and an entry deleted by hand shows in ``max-deleted-entry-id``.
+        Exact on Redis 7 and newer; older Redis reports neither counter.
+        """
+        found = snapshot.entries
+        added = snapshot.added
+        last = _parse(cursor.last)
+        trimmed_past = snapshot.first is None or snapshot.first > last
+        first_seq = _sequence(found[0][1]) if found else None
+        base: int | None
+        if first_seq is not None and first_seq > 0:
+            base = first_seq - 1  # the first entry's own number: exact even after an XDEL
+        elif added is None:
+            base = None
+            if not self._warned_old_redis:
+                self._warned_old_redis = True
+                logger.warning(
+                    "Redis backend: this Redis reports no entries-added (Redis < 7): "
+                    "a reader that falls behind the retention cannot signal the hole"
+                )
+        elif trimmed_past:
+            base = added - snapshot.length
+        elif drained:
+            base = added - len(found)
+        else:
+            base = cursor.index
+        known = cursor.index
+        lost = None if base is None or known is None else base - known
+        if not lost:
+            return base
+        next_id = found[0][0].decode() if found else None
+        position = _position(*_parse(next_id)) if next_id is not None else None
+        assert lost is not None
+        if lost > 0:
+            gap = Gap(GapReason.EXPIRED, cursor.last, next_id, lost)
+            why = (
+                f"{lost} entries after {cursor.last} were trimmed or deleted before this "
+                "process read them (it fell behind the retention)"
+            )
+        else:
+            gap = Gap(GapReason.UNKNOWN, cursor.last, next_id, None)
+            why = f"the stream {key!r} was replaced (it counts fewer entries than were read)"
+        self._signal_gap(topic, gap, position, why)
+        return base
+
+    def _signal_gap(self, topic: str, gap: Gap, position: int | None, why: str) -> None:
+        self._gaps += 1
+        logger.warning(
+            "Redis backend: topic %r: %s; live subscribers get an sse_sm.gap event", topic, why
+        )
+        for listener in self._gap_listeners:
+            try:
+                listener(topic, gap, position)
+            except Exception:
+                logger.exception("Redis backend: a gap listener raised on topic %r", topic)
+
+    async def _snapshot(
+        self, client: coredis.Redis[bytes], key: str, last: str, count: int
+    ) -> _Snapshot:
+        """Run the snapshot script (loading it first if Redis does not have it).
+
+        Reads the entries after ``last`` (from its successor: the exclusive
+        ``(`` range needs Redis 6.2).
+        """
+        ms, seq = _parse(last)
+        after = f"{ms}-{seq + 1}" if seq < _MAX_PART else f"{ms + 1}-0"
+        args: list[str | bytes] = [after, str(count)]
+        return _Snapshot.parse(await self._script(client, "_snapshot_digest", _SNAPSHOT, key, args))
+
+    async def _script(
+        self,
+        client: coredis.Redis[bytes],
+        slot: Literal["_snapshot_digest", "_publish_digest"],
+        script: str,
+        key: str,
+        args: list[str | bytes],
+    ) -> object:
+        """``EVALSHA`` of ``script``, loading it first when Redis does not have it.
+
+        Retrying after ``NOSCRIPT`` is safe, for a publish too: the script did not run.
+        """
+        digest: str | None = getattr(self, slot)
+        if digest is not None:
+            try:
+                return await client.evalsha(digest, [key], args)
+            except coredis.exceptions.NoScriptError:
+                pass  # a restarted Redis forgot it
+        digest = _text(await client.script_load(script))
+        setattr(self, slot, digest)
+        return await client.evalsha(digest, [key], args)
 
     # ------------------------------------------------------------ helpers
 
     def _key(self, topic: str) -> str:
         return self._prefix + topic
 
-    def _trim_operator(self) -> Literal[PureToken.EQUAL, PureToken.APPROXIMATELY]:
-        return PureToken.EQUAL if self._exact else PureToken.APPROXIMATELY
+    def _trim_operator(self) -> str:
+        return "=" if self._exact else "~"
 
     def _failed(self, exc: BaseException) -> None:
         self._connected = False
@@ -568,21 +1049,30 @@ class RedisBackend:
         frame = frame[: -len(sep)] + id_line + sep if frame.startswith(b":") else id_line + frame
         return Entry(topic, ident.decode(), _position(*parsed), frame)
 
-    def _entry_or_none(self, topic: str, found: StreamEntry) -> Entry | None:
-        fields = found.field_values
-        ident = found.identifier
+    def _entry_or_none(
+        self, topic: str, ident: object, fields: Mapping[Any, object]
+    ) -> Entry | None:
+        """The entry, or ``None`` (counted in ``foreign``) if another writer's or malformed.
+
+        Ours has a frame (``f``) ending with a blank line, or a lone line end
+        (an empty event), and a separator (``s``) that is a line end: a frame
+        without its blank line would run into the next event on the wire.
+        """
         frame = fields.get(_FRAME)
-        if not isinstance(ident, bytes) or not isinstance(frame, bytes):
-            self._foreign += 1
-            return None
         sep = fields.get(_SEP, b"\r\n")
-        if not isinstance(sep, bytes) or sep not in (b"\r\n", b"\n", b"\r"):
+        if (
+            not isinstance(ident, bytes)
+            or not isinstance(frame, bytes)
+            or not isinstance(sep, bytes)
+            or sep not in (b"\r\n", b"\n", b"\r")
+            or not (frame == sep or frame.endswith(sep + sep))
+        ):
             self._foreign += 1
             return None
         return self._entry(topic, ident, {_FRAME: frame, _SEP: sep})
 
     def _entries(self, topic: str, found: Sequence[StreamEntry]) -> tuple[Entry, ...]:
-        entries = (self._entry_or_none(topic, item) for item in found)
+        entries = (self._entry_or_none(topic, item.identifier, item.field_values) for item in found)
         return tuple(entry for entry in entries if entry is not None)
 
     # ------------------------------------------------------------ inspection
@@ -600,6 +1090,7 @@ class RedisBackend:
             last_error=self._last_error,
             last_error_at=self._last_error_at,
             foreign=self._foreign,
+            gaps=self._gaps,
         )
 
     def __repr__(self) -> str:
