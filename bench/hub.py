@@ -103,9 +103,9 @@ async def _naive(subscribers: int, window: float) -> tuple[int, int, float]:
 
 async def _hub(subscribers: int, window: float) -> tuple[int, int, float]:
     from sse_sm import ServerSentEvent
-    from sse_sm._hub import Hub
-    from sse_sm._hub_subscription import Subscription
-    from sse_sm._hub_types import SlowConsumerPolicy
+    from sse_sm.hub._hub import Hub
+    from sse_sm.hub._subscription import Subscription
+    from sse_sm.hub._types import SlowConsumerPolicy
 
     hub = Hub(policy=SlowConsumerPolicy.BLOCK, block_timeout=None, buffer_size=BUFFER)
     received = [0]

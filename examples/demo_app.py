@@ -4,7 +4,7 @@ Run it with ``bash scripts/demo.sh`` and open the URL it prints.  The page at
 ``/`` shows two things side by side:
 
 * the events of ``/events`` as the browser's own ``EventSource`` receives
-  them: a ticker published through a :class:`~sse_sm._hub.Hub`, so a browser
+  them: a ticker published through a :class:`~sse_sm.hub._hub.Hub`, so a browser
   that reconnects sends ``Last-Event-ID`` and gets exactly what it missed;
 * the state diagram, drawn server-side from ``sse_sm.TRANSITIONS``, with the
   number of connections in each state and the recent transitions, live from

@@ -6,11 +6,11 @@ The public surface is re-exported here; the modules behind it are private:
 * ``_events``: event values and the wire encoder (no I/O);
 * ``_sources``, ``_shutdown``, ``_connection``: the anyio driver and its parts;
 * ``responses``: :class:`EventSourceResponse`, the Starlette response;
-* ``_replay``, ``_hub*``: resume (Last-Event-ID, the replay store, the gap
-  signal) and the broadcast hub;
+* ``hub``: the broadcast hub, resume (Last-Event-ID, the replay store, the
+  gap signal) and the hub's backends;
 * ``testing``: a WHATWG parser and an in-process streaming client for tests;
-* ``redis``: the hub's backend on Redis Streams (the ``sse_sm[redis]`` extra;
-  not imported here, so coredis stays optional);
+* ``redis``: the hub's backend on Redis Streams (``sse_sm.hub.redis``; the
+  ``sse_sm[redis]`` extra, not imported here, so coredis stays optional);
 * ``sse`` and ``event``: sse-starlette's module paths, for one-line migration.
 """
 
@@ -23,23 +23,6 @@ from ._exceptions import SendTimeoutError as SendTimeoutError
 from ._exceptions import SlowConsumerError as SlowConsumerError
 from ._exceptions import SseSmError as SseSmError
 from ._exceptions import TransitionError as TransitionError
-from ._hub import Hub as Hub
-from ._hub_backend import HubBackend as HubBackend
-from ._hub_backend import MemoryBackend as MemoryBackend
-from ._hub_subscription import Subscription as Subscription
-from ._hub_types import HubStatistics as HubStatistics
-from ._hub_types import SlowConsumerPolicy as SlowConsumerPolicy
-from ._hub_types import SubscriptionStatistics as SubscriptionStatistics
-from ._hub_types import TopicStatistics as TopicStatistics
-from ._replay import GAP_EVENT as GAP_EVENT
-from ._replay import Entry as Entry
-from ._replay import Gap as Gap
-from ._replay import GapReason as GapReason
-from ._replay import MemoryReplayStore as MemoryReplayStore
-from ._replay import Replay as Replay
-from ._replay import ReplayStatistics as ReplayStatistics
-from ._replay import ReplayStore as ReplayStore
-from ._replay import last_event_id as last_event_id
 from ._shutdown import DrainCoordinator as DrainCoordinator
 from ._shutdown import default_drain_coordinator as default_drain_coordinator
 from ._shutdown import drain_coordinator_for as drain_coordinator_for
@@ -52,6 +35,23 @@ from ._state import State as State
 from ._state import StateMachine as StateMachine
 from ._state import Transition as Transition
 from ._state import Trigger as Trigger
+from .hub._backend import HubBackend as HubBackend
+from .hub._backend import MemoryBackend as MemoryBackend
+from .hub._hub import Hub as Hub
+from .hub._replay import GAP_EVENT as GAP_EVENT
+from .hub._replay import Entry as Entry
+from .hub._replay import Gap as Gap
+from .hub._replay import GapReason as GapReason
+from .hub._replay import MemoryReplayStore as MemoryReplayStore
+from .hub._replay import Replay as Replay
+from .hub._replay import ReplayStatistics as ReplayStatistics
+from .hub._replay import ReplayStore as ReplayStore
+from .hub._replay import last_event_id as last_event_id
+from .hub._subscription import Subscription as Subscription
+from .hub._types import HubStatistics as HubStatistics
+from .hub._types import SlowConsumerPolicy as SlowConsumerPolicy
+from .hub._types import SubscriptionStatistics as SubscriptionStatistics
+from .hub._types import TopicStatistics as TopicStatistics
 from .responses import EventSourceResponse as EventSourceResponse
 from .responses import StreamStatistics as StreamStatistics
 

@@ -15,7 +15,7 @@ PACKAGE = Path(sse_sm.__file__).resolve().parent
 #: Runtime dependencies; trio is imported lazily, only when already running under trio.
 ALLOWED_THIRD_PARTY = {"anyio", "starlette", "trio"}
 #: Optional extras, each confined to its own module that ``sse_sm`` never imports.
-EXTRAS = {"redis.py": {"coredis"}}
+EXTRAS = {"hub/redis.py": {"coredis"}}
 
 
 def imported_modules(path: Path) -> set[str]:
@@ -28,15 +28,19 @@ def imported_modules(path: Path) -> set[str]:
     return names
 
 
+def _modules() -> list[Path]:
+    return sorted(PACKAGE.rglob("*.py"))
+
+
 def test_the_package_never_imports_asyncio() -> None:
-    for path in PACKAGE.glob("*.py"):
+    for path in _modules():
         assert "asyncio" not in imported_modules(path), f"{path.name} imports asyncio"
 
 
 def test_the_package_imports_only_the_stdlib_starlette_and_anyio() -> None:
-    for path in PACKAGE.glob("*.py"):
+    for path in _modules():
         third_party = imported_modules(path) - set(sys.stdlib_module_names) - {"sse_sm"}
-        allowed = ALLOWED_THIRD_PARTY | EXTRAS.get(path.name, set())
+        allowed = ALLOWED_THIRD_PARTY | EXTRAS.get(path.relative_to(PACKAGE).as_posix(), set())
         assert third_party <= allowed, f"{path.name} imports {third_party}"
 
 

@@ -25,8 +25,8 @@ import anyio
 import pytest
 
 from sse_sm import Hub, MemoryBackend, ServerSentEvent, SlowConsumerError
-from sse_sm._hub_state import DropMarker
-from sse_sm._replay import Entry, MemoryReplayStore
+from sse_sm.hub._buffers import DropMarker
+from sse_sm.hub._replay import Entry, MemoryReplayStore
 
 from ._redis import RedisServer, require_coredis, running_redis
 from .test_hub import data_of, gaps_of, join, parse, read_available

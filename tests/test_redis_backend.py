@@ -21,8 +21,8 @@ import anyio
 import pytest
 
 from sse_sm import Hub, ServerSentEvent
-from sse_sm._hub_subscription import Subscription
-from sse_sm._replay import GAP_EVENT
+from sse_sm.hub._replay import GAP_EVENT
+from sse_sm.hub._subscription import Subscription
 from sse_sm.testing import Event, parse_event_stream
 from tests._redis import RedisServer, require_coredis, running_redis
 

@@ -24,9 +24,9 @@ import anyio.lowlevel
 import pytest
 
 from sse_sm import Hub, MemoryBackend, ServerSentEvent, SlowConsumerPolicy
-from sse_sm._hub_backend import GapListener
-from sse_sm._hub_subscription import Subscription
-from sse_sm._replay import Entry, Gap, GapReason, Replay
+from sse_sm.hub._backend import GapListener
+from sse_sm.hub._replay import Entry, Gap, GapReason, Replay
+from sse_sm.hub._subscription import Subscription
 from sse_sm.testing import parse_event_stream
 from tests._redis import RedisServer, require_coredis, running_redis
 from tests.test_redis_backend import FAST, WAIT, Reader, backend_of, joined, process
@@ -35,12 +35,8 @@ require_coredis()
 
 import coredis  # noqa: E402  (after the skip)
 
-from sse_sm.redis import (  # noqa: E402
-    RedisBackend,
-    RedisUnavailableError,
-    _MalformedReplyError,
-    _Snapshot,
-)
+from sse_sm.hub.redis import _MalformedReplyError, _Snapshot  # noqa: E402
+from sse_sm.redis import RedisBackend, RedisUnavailableError  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore:Unclosed <MemoryObject:ResourceWarning")
 

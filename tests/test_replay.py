@@ -16,7 +16,7 @@ from starlette.requests import Request
 
 import sse_sm
 from sse_sm import JSONServerSentEvent, ServerSentEvent
-from sse_sm._replay import (
+from sse_sm.hub._replay import (
     GAP_EVENT,
     SEQ_DIGITS,
     Entry,
@@ -335,7 +335,7 @@ def test_the_gap_signal_on_the_wire() -> None:
 
 
 def test_the_replay_module_knows_nothing_of_the_event_loop() -> None:
-    path = Path(sse_sm.__file__).resolve().parent / "_replay.py"
+    path = Path(sse_sm.__file__).resolve().parent / "hub" / "_replay.py"
     imported: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         if isinstance(node, ast.Import):

@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable
 from typing import Protocol, final
 
-from ._events import ServerSentEvent
+from .._events import ServerSentEvent
 from ._replay import Entry, Gap, MemoryReplayStore, Replay, random_epoch
 
 __all__ = ("EntryListener", "GapListener", "HubBackend", "MemoryBackend")

@@ -48,7 +48,7 @@ from itertools import islice
 from typing import Any, Final, NamedTuple, Protocol, final
 from urllib.parse import parse_qsl
 
-from ._events import JSONServerSentEvent, ServerSentEvent, _encode_fields
+from .._events import JSONServerSentEvent, ServerSentEvent, _encode_fields
 
 __all__ = (
     "GAP_EVENT",

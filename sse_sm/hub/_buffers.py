@@ -1,4 +1,4 @@
-"""What the hub keeps per topic and per subscriber; internal to ``_hub`` and ``_hub_subscription``.
+"""What the hub keeps per topic and per subscriber; internal to ``_hub`` and ``_subscription``.
 
 Invariants:
 
@@ -19,8 +19,8 @@ from typing import final
 
 import anyio
 
-from ._hub_types import SlowConsumerPolicy
 from ._replay import Entry, Gap, GapReason
+from ._types import SlowConsumerPolicy
 
 __all__ = ("DropMarker", "SubscriberState", "Tally", "TopicState")
 

@@ -57,14 +57,14 @@ import anyio.from_thread
 import anyio.lowlevel
 from anyio.lowlevel import EventLoopToken
 
-from ._clock import loop_clock
-from ._events import DEFAULT_SEPARATOR, ServerSentEvent, validate_sep
-from ._fairness import FAIRNESS_EVENTS, FAIRNESS_SLICE
-from ._hub_backend import HubBackend, MemoryBackend
-from ._hub_state import DropMarker, SubscriberState, Tally, TopicState
-from ._hub_subscription import Subscription
-from ._hub_types import HubStatistics, SlowConsumerPolicy, TopicStatistics
+from .._clock import loop_clock
+from .._events import DEFAULT_SEPARATOR, ServerSentEvent, validate_sep
+from .._fairness import FAIRNESS_EVENTS, FAIRNESS_SLICE
+from ._backend import HubBackend, MemoryBackend
+from ._buffers import DropMarker, SubscriberState, Tally, TopicState
 from ._replay import Entry, Gap, last_event_id
+from ._subscription import Subscription
+from ._types import HubStatistics, SlowConsumerPolicy, TopicStatistics
 
 __all__ = ("Hub",)
 

@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING, Any, final
 import anyio
 import anyio.lowlevel
 
-from ._exceptions import SlowConsumerError
-from ._hub_state import DropMarker, SubscriberState
-from ._hub_types import SlowConsumerPolicy, SubscriptionStatistics
+from .._exceptions import SlowConsumerError
+from ._buffers import DropMarker, SubscriberState
 from ._replay import Entry, Gap
+from ._types import SlowConsumerPolicy, SubscriptionStatistics
 
 if TYPE_CHECKING:
     from ._hub import Hub

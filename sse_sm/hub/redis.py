@@ -1,0 +1,1111 @@
+"""A hub backend on Redis Streams, for hubs in several processes: ``pip install sse_sm[redis]``.
+
+>>> backend = RedisBackend("redis://localhost:6379/0", topics=["chat"])  # doctest: +SKIP
+>>> hub = Hub(backend)  # doctest: +SKIP
+>>> async with backend:  # in the app's lifespan  # doctest: +SKIP
+...     await hub.publish("chat", "hello")
+
+A public module of its own, not a name in ``sse_sm``: it is the one module
+that needs the optional ``coredis`` dependency, so ``import sse_sm`` never
+imports it, and a missing extra fails here, at the import that asks for it.
+
+Theory of operation
+-------------------
+Each topic is one stream, ``<prefix><topic>``.  :meth:`RedisBackend.publish`
+is one script around ``XADD`` (with the retention bound) that also stores the
+entry's number in the stream (``n``: ``entries-added`` after it, Redis 7);
+the stream id Redis assigns, ``<ms>-<seq>``, is the event's SSE id, and its
+position is the same pair as one integer, ``ms << 64 | seq``, so positions
+increase with ids.  Every process runs one reader task per topic it serves:
+``XREAD BLOCK`` after the last id it has seen, a hole signalled wherever an
+entry's number is not the next one, and the hubs' listeners (their fan-out)
+called with every entry, in stream order, on the loop the backend was
+entered on.  Where numbers cannot tell (another writer's entries, a stream
+that vanished or went back, the first read), it reads through a script that
+returns the entries and the stream's counters (``XINFO STREAM``) atomically.
+A process's own publishes reach its subscribers the same way, through its
+reader, so there is exactly one delivery path and one order.
+
+Invariants:
+
+* **Owned, structured tasks.**  The reader tasks live in a task group that
+  ``async with backend:`` opens and closes; nothing runs before it is entered
+  or after it exits (readers are cancelled, their connections closed).
+* **No hole after a reconnect.**  A reader keeps the id of the last entry it
+  delivered and asks for what follows it after any error, so an entry stored
+  while it was disconnected is delivered once it reconnects.
+* **No silent hole** (Redis 7 and newer).  Entries the reader can no longer
+  read (trimmed by the retention before it got to them, lost with a stream
+  that was deleted, replaced or not persisted across a restart) reach the
+  hubs' gap listeners (:meth:`RedisBackend.listen_gaps`) before the entries
+  that follow, so every live subscriber yields an ``sse_sm.gap`` event at
+  the place of the hole; each is also logged.  The check is exact: entries
+  are numbered densely (``entries-added``), and Redis trims from the oldest
+  entry, so when the oldest entry held is after the last one read, the
+  missing ones are that count's growth less what is held.
+* **A reader never dies.**  Redis failures, malformed replies, foreign or
+  malformed entries and listeners that raise are logged (a failure once per
+  run of failures) and skipped or retried with backoff; only cancellation
+  ends a reader.
+* **Fair.**  A reader hands the loop back every ``FAIRNESS_SLICE`` seconds
+  or ``FAIRNESS_EVENTS`` entries while it delivers, as ``Hub.publish`` does.
+* **No hole between replay and live.**  A topic's reader is started (from
+  the stream's newest id) before the replay is read, and the replay's
+  ``head`` is the position of its last entry, so the hub drops what both give.
+* **Bounded waits.**  Every command runs under a deadline: a publish that
+  Redis does not answer raises :class:`RedisUnavailableError` after
+  ``command_timeout`` seconds instead of hanging.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import re
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Final, Literal, final
+
+import anyio
+import anyio.abc
+import anyio.lowlevel
+
+try:
+    import coredis
+    import coredis.exceptions
+    from coredis.response.types import StreamEntry
+    from coredis.retry import NoRetryPolicy
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise ImportError("sse_sm.redis needs coredis: pip install 'sse_sm[redis]'") from exc
+
+from .._events import ServerSentEvent
+from .._fairness import FAIRNESS_EVENTS, FAIRNESS_SLICE
+from ._backend import EntryListener, GapListener
+from ._replay import Entry, Gap, GapReason, Replay
+
+__all__ = ("RedisBackend", "RedisBackendStatistics", "RedisUnavailableError", "parse_stream_id")
+
+#: A stream id as Redis writes it: two decimal 64-bit numbers.
+_STREAM_ID: Final = re.compile(r"\A([0-9]{1,20})-([0-9]{1,20})\Z")
+_MAX_PART: Final = 2**64 - 1
+#: Field names of a stored event: the frame without its id line, and the event's separator.
+_FRAME: Final = b"f"
+_SEP: Final = b"s"
+#: The entry's number in its stream, ``entries-added`` after it (Redis 7; absent before).
+_SEQ: Final = b"n"
+logger = logging.getLogger("sse_sm.redis")
+
+#: One atomic look at a stream: KEYS[1], the entries from id ARGV[1] on, at most
+#: ARGV[2] of them (none for 0).  Returns {} when the key does not exist, else
+#: {last-generated-id, max-deleted-entry-id, entries-added, length, first
+#: entry's id, entries}; the second and third are "" before Redis 7, the fifth
+#: is "" for an empty stream.  A key of another type is an error that names it.
+_SNAPSHOT: Final = """
+local kind = redis.call('TYPE', KEYS[1])['ok']
+if kind == 'none' then return {} end
+if kind ~= 'stream' then
+  return redis.error_reply(
+    'WRONGTYPE the key ' .. KEYS[1] .. ' holds a ' .. kind .. ', not a stream')
+end
+local info = redis.call('XINFO', 'STREAM', KEYS[1])
+local fields = {}
+for i = 1, #info, 2 do fields[info[i]] = info[i + 1] end
+local first = fields['first-entry']
+local found = {}
+if tonumber(ARGV[2]) > 0 then
+  found = redis.call('XRANGE', KEYS[1], ARGV[1], '+', 'COUNT', ARGV[2])
+end
+return {
+  fields['last-generated-id'],
+  fields['max-deleted-entry-id'] or '',
+  tostring(fields['entries-added'] or ''),
+  tostring(fields['length']),
+  first and first[1] or '',
+  found,
+}
+"""
+
+
+#: Seconds between two warnings about foreign entries in one stream.
+_WARN_EVERY: Final = 60.0
+
+
+#: XADD with the entry's number: KEYS[1]; ARGV: MAXLEN or MINID, = or ~, the
+#: threshold, the frame, the separator.  Atomic, so the number is exact.
+_PUBLISH: Final = """
+local fields = {'f', ARGV[4], 's', ARGV[5]}
+if redis.REDIS_VERSION_NUM ~= nil and redis.REDIS_VERSION_NUM >= 0x070000 then
+  local n = 1
+  if redis.call('TYPE', KEYS[1])['ok'] == 'stream' then
+    local info = redis.call('XINFO', 'STREAM', KEYS[1])
+    for i = 1, #info, 2 do
+      if info[i] == 'entries-added' then n = info[i + 1] + 1 end
+    end
+  end
+  fields[5] = 'n'
+  fields[6] = tostring(n)
+end
+return redis.call('XADD', KEYS[1], ARGV[1], ARGV[2], ARGV[3], '*', unpack(fields))
+"""
+
+
+class _MalformedReplyError(ValueError):
+    """Redis answered the snapshot script with something it cannot have sent."""
+
+
+def _parse(text: str) -> tuple[int, int]:
+    parsed = parse_stream_id(text)
+    if parsed is None:
+        raise _MalformedReplyError(f"not a stream id: {text!r}")
+    return parsed
+
+
+@final
+@dataclass(slots=True)
+class _Cursor:
+    """Where one topic's reader is."""
+
+    #: The id of the last entry read (delivered or skipped), or where reading starts.
+    last: str = "0-0"
+    #: The stream's ``entries-added`` count up to ``last``, when known.
+    index: int | None = None
+    #: Whether ``last`` was read from the stream as it is now (not a guess).
+    seen: bool = False
+    #: Foreign entries skipped and not yet logged, and when they last were.
+    skipped: int = 0
+    warned_at: float = float("-inf")
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class _Snapshot:
+    """What the snapshot script saw, checked."""
+
+    missing: bool
+    last_generated: tuple[int, int] = (0, 0)
+    #: ``None`` before Redis 7, which does not report it.
+    max_deleted: tuple[int, int] | None = None
+    #: ``entries-added``: entries ever added to the stream; ``None`` before Redis 7.
+    added: int | None = None
+    length: int = 0
+    #: The oldest entry held; ``None`` when the stream is empty.
+    first: tuple[int, int] | None = None
+    entries: tuple[tuple[bytes, dict[bytes, bytes]], ...] = ()
+
+    @classmethod
+    def parse(cls, reply: object) -> _Snapshot:
+        """The reply, checked field by field; :class:`_MalformedReplyError` names the bad one."""
+        if not isinstance(reply, list):
+            raise _MalformedReplyError(f"snapshot: a list expected, got {type(reply).__name__}")
+        if not reply:
+            return cls(missing=True)
+        if len(reply) != 6:
+            raise _MalformedReplyError(f"snapshot: 6 items expected, got {len(reply)}")
+        generated, deleted, added, length, first, found = reply
+        if not all(isinstance(v, bytes) for v in (generated, deleted, added, length, first)):
+            raise _MalformedReplyError("snapshot: the stream's counters are not strings")
+        if not isinstance(found, list):
+            raise _MalformedReplyError("snapshot: entries: a list expected")
+        entries: list[tuple[bytes, dict[bytes, bytes]]] = []
+        for item in found:
+            if not (isinstance(item, list) and len(item) == 2 and isinstance(item[0], bytes)):
+                raise _MalformedReplyError(f"snapshot: an entry is not [id, fields]: {item!r:.80}")
+            ident, flat = item
+            if not isinstance(flat, list) or len(flat) % 2:
+                raise _MalformedReplyError(f"snapshot: entry {ident!r}: fields are not pairs")
+            entries.append((ident, dict(zip(flat[::2], flat[1::2], strict=True))))
+        for name, number in (("entries-added", added), ("length", length)):
+            if number and not number.isdigit():
+                raise _MalformedReplyError(f"snapshot: {name} is not a number: {number!r}")
+        return cls(
+            missing=False,
+            last_generated=_parse(_text(generated)),
+            max_deleted=_parse(_text(deleted)) if deleted else None,
+            added=int(added) if added else None,
+            length=int(length or 0),
+            first=_parse(_text(first)) if first else None,
+            entries=tuple(entries),
+        )
+
+
+#: Errors that mean "Redis cannot be reached or did not answer", retried by the reader.
+_UNAVAILABLE: Final = (
+    coredis.exceptions.RedisError,
+    OSError,
+    TimeoutError,
+    anyio.BrokenResourceError,
+    anyio.ClosedResourceError,
+    anyio.EndOfStream,
+)
+
+
+class RedisUnavailableError(ConnectionError):
+    """Redis refused, failed or did not answer in time; the message says which and why.
+
+    A :class:`ConnectionError`, so ``except ConnectionError`` catches it too.
+    After a timeout the command's outcome is unknown: a publish may or may
+    not have been stored.
+    """
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class RedisBackendStatistics:
+    """A snapshot of a :class:`RedisBackend`'s link to Redis."""
+
+    #: Whether the last command to Redis (a read or a publish) succeeded.
+    connected: bool
+    #: Topics this process reads.
+    topics: tuple[str, ...]
+    #: Events this process stored.
+    published: int
+    #: Publishes that raised :class:`RedisUnavailableError`.
+    publish_failures: int
+    #: Entries the readers delivered to the listeners.
+    received: int
+    #: Times a reader read again after one or more failures.
+    reconnects: int
+    #: Failed commands, of readers and publishers.
+    errors: int
+    #: The last failure, as ``"ExceptionType: message"``; ``None`` if none yet.
+    last_error: str | None
+    #: ``time.monotonic()`` of the last failure; ``None`` if none yet.
+    last_error_at: float | None
+    #: Stream entries skipped because they were not written by this backend.
+    foreign: int
+    #: Holes the readers signalled: entries trimmed before they were read, or lost with the stream.
+    gaps: int = 0
+
+
+def parse_stream_id(text: str) -> tuple[int, int] | None:
+    """``(ms, seq)`` of a Redis stream id, or ``None`` if ``text`` is not one.
+
+    >>> parse_stream_id("1700000000000-3")
+    (1700000000000, 3)
+    >>> parse_stream_id("a1-0000000000000007") is None
+    True
+    """
+    match = _STREAM_ID.match(text)
+    if match is None:
+        return None
+    ms, seq = int(match[1]), int(match[2])
+    if ms > _MAX_PART or seq > _MAX_PART:
+        return None
+    return ms, seq
+
+
+def _position(ms: int, seq: int) -> int:
+    return ms << 64 | seq
+
+
+def _sequence(fields: Mapping[Any, object]) -> int | None:
+    """An entry's number (``n``): ``None`` when it has none, ``-1`` when it is malformed."""
+    value = fields.get(_SEQ)
+    if value is None:
+        return None
+    if isinstance(value, bytes) and value.isdigit() and len(value) <= 20:
+        return int(value)
+    return -1
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+@final
+class RedisBackend:
+    """Stores events in Redis Streams and carries them to the hubs of every process.
+
+    >>> backend = RedisBackend("redis://localhost:6379/0", topics=["chat"])
+    >>> backend.running
+    False
+
+    Use it as an async context manager in the task (usually the app's
+    lifespan) that owns it, on the event loop of the hubs that listen::
+
+        backend = RedisBackend(url, topics=["chat"])
+        hub = Hub(backend)
+
+        @contextlib.asynccontextmanager
+        async def lifespan(app):
+            async with backend:
+                yield
+
+    Entering it opens the Redis client and a task group, and starts a
+    reader for each of ``topics``; leaving it cancels the readers and closes
+    the client.  A topic not listed gets its reader when a subscriber
+    resumes on it (:meth:`replay`) or on :meth:`watch`; a subscriber
+    without a ``Last-Event-ID`` on a topic that has no reader receives
+    nothing, so list every topic the process serves, or call :meth:`watch`.
+
+    Args:
+        url: where Redis is (``redis://[:password@]host:port/db``,
+            ``rediss://`` for TLS, ``unix://path``).
+        topics: topics whose readers start when the backend is entered.
+        prefix: prepended to a topic to name its stream.
+        max_events: events kept per topic (``XADD MAXLEN``); ``None`` to
+            bound by ``max_age`` instead.
+        max_age: seconds an event is kept (``XADD MINID``, from this
+            process's clock); ``None`` to bound by ``max_events``.
+        exact: trim exactly (``=``) instead of whole stream nodes at a time
+            (``~``, the default and much cheaper; it keeps a few more).
+        command_timeout: seconds any command, publish included, may take
+            (connecting included) before it fails.
+        read_block: seconds one ``XREAD BLOCK`` waits for new entries; the
+            reader notices a silently dead connection within this plus
+            ``command_timeout``.
+        read_count: most entries one ``XREAD`` returns.
+        reconnect_delay: first and longest pause of the reader's
+            exponential backoff after a failure, in seconds (jittered).
+        max_connections: size of the client's connection pool; each reader
+            holds one connection while it waits.
+
+    Raises:
+        ValueError: an argument is out of range, or both or neither
+            retention bound is set.
+    """
+
+    __slots__ = (
+        "_client",
+        "_command_timeout",
+        "_connected",
+        "_errors",
+        "_exact",
+        "_foreign",
+        "_gap_listeners",
+        "_gaps",
+        "_initial_topics",
+        "_last_error",
+        "_last_error_at",
+        "_listeners",
+        "_max_age",
+        "_max_connections",
+        "_max_events",
+        "_prefix",
+        "_publish_digest",
+        "_publish_failures",
+        "_published",
+        "_read_block",
+        "_read_count",
+        "_readers",
+        "_received",
+        "_reconnect_delay",
+        "_reconnects",
+        "_snapshot_digest",
+        "_stack",
+        "_task_group",
+        "_url",
+        "_warned_old_redis",
+    )
+
+    def __init__(
+        self,
+        url: str = "redis://localhost:6379/0",
+        *,
+        topics: Iterable[str] = (),
+        prefix: str = "sse_sm:",
+        max_events: int | None = 1024,
+        max_age: float | None = None,
+        exact: bool = False,
+        command_timeout: float = 5.0,
+        read_block: float = 5.0,
+        read_count: int = 512,
+        reconnect_delay: tuple[float, float] = (0.05, 5.0),
+        max_connections: int = 64,
+    ) -> None:
+        if (max_events is None) == (max_age is None):
+            raise ValueError("set exactly one of max_events and max_age (Redis trims by one)")
+        if max_events is not None and (
+            isinstance(max_events, bool) or not isinstance(max_events, int) or max_events < 1
+        ):
+            raise ValueError(f"max_events must be an int >= 1, got {max_events!r}")
+        if max_age is not None and not _positive(max_age):
+            raise ValueError(f"max_age must be > 0 seconds, got {max_age!r}")
+        for name, value in (("command_timeout", command_timeout), ("read_block", read_block)):
+            if not _positive(value):
+                raise ValueError(f"{name} must be > 0 seconds, got {value!r}")
+        if isinstance(read_count, bool) or not isinstance(read_count, int) or read_count < 1:
+            raise ValueError(f"read_count must be an int >= 1, got {read_count!r}")
+        first, longest = reconnect_delay
+        if not (_positive(first) and _positive(longest) and first <= longest):
+            raise ValueError(
+                "reconnect_delay must be (first, longest) with 0 < first <= longest, "
+                f"got {reconnect_delay!r}"
+            )
+        names = tuple(dict.fromkeys(topics))
+        for topic in names:
+            if not isinstance(topic, str):
+                raise TypeError(f"a topic must be a str, got {type(topic).__name__}")
+        self._url = url
+        self._initial_topics = names
+        self._prefix = prefix
+        self._max_events = max_events
+        self._max_age = max_age
+        self._exact = exact
+        self._command_timeout = float(command_timeout)
+        self._read_block = float(read_block)
+        self._read_count = read_count
+        self._reconnect_delay = (float(first), float(longest))
+        self._max_connections = max_connections
+        self._listeners: tuple[EntryListener, ...] = ()
+        self._gap_listeners: tuple[GapListener, ...] = ()
+        self._gaps = 0
+        self._snapshot_digest: str | None = None
+        self._publish_digest: str | None = None
+        self._warned_old_redis = False
+        self._client: coredis.Redis[bytes] | None = None
+        self._task_group: anyio.abc.TaskGroup | None = None
+        self._stack: AsyncExitStack | None = None
+        #: Topics with a reader (or one starting), in the order they were watched.
+        self._readers: dict[str, None] = {}
+        self._connected = False
+        self._published = 0
+        self._publish_failures = 0
+        self._received = 0
+        self._reconnects = 0
+        self._errors = 0
+        self._foreign = 0
+        self._last_error: str | None = None
+        self._last_error_at: float | None = None
+
+    # ------------------------------------------------------------ lifecycle
+
+    @property
+    def running(self) -> bool:
+        """Whether the backend is entered (and not yet left)."""
+        return self._task_group is not None
+
+    async def __aenter__(self) -> RedisBackend:
+        """Open the client and the readers' task group; start the listed topics' readers.
+
+        Does not wait for Redis: when it cannot be reached the readers
+        retry with backoff (see :meth:`statistics`).  Not reentrant.
+        """
+        if self._stack is not None:
+            raise RuntimeError("this RedisBackend is already entered")
+        stack = AsyncExitStack()
+        await stack.__aenter__()
+        try:
+            client: coredis.Redis[bytes] = coredis.Redis.from_url(
+                self._url,
+                decode_responses=False,
+                # A retried XADD whose reply was lost would store the event twice.
+                retry_policy=NoRetryPolicy(),
+                connect_timeout=self._command_timeout,
+                max_connections=self._max_connections,
+            )
+            self._client = await stack.enter_async_context(client)
+            self._task_group = await stack.enter_async_context(anyio.create_task_group())
+            # Readers are cancelled before the client closes (the stack unwinds in reverse).
+            stack.callback(self._stop_readers)
+            for topic in self._initial_topics:
+                await self.watch(topic)
+        except BaseException:
+            self._client = self._task_group = None
+            await stack.__aexit__(None, None, None)
+            raise
+        self._stack = stack
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Cancel the readers, then close the client.  Returns once both are done."""
+        stack, self._stack = self._stack, None
+        if stack is None:
+            return
+        try:
+            await stack.__aexit__(exc_type, exc, tb)
+        finally:
+            self._client = self._task_group = None
+            self._readers.clear()
+            self._connected = False
+
+    def _stop_readers(self) -> None:
+        if self._task_group is not None:
+            self._task_group.cancel_scope.cancel()
+
+    def _require_client(self) -> coredis.Redis[bytes]:
+        client = self._client
+        if client is None:
+            raise RuntimeError("the RedisBackend is not running: use it as `async with backend:`")
+        return client
+
+    # ------------------------------------------------------------ the protocol
+
+    def listen(self, listener: EntryListener) -> Callable[[], None]:
+        """Call ``listener`` with every entry the readers receive; returns its stop function."""
+        self._listeners = (*self._listeners, listener)
+
+        def stop() -> None:
+            self._listeners = tuple(known for known in self._listeners if known is not listener)
+
+        return stop
+
+    def listen_gaps(self, listener: GapListener) -> Callable[[], None]:
+        """Call ``listener`` with every hole a reader finds; returns its stop function.
+
+        A hole is entries of a topic that a reader could not deliver: trimmed
+        by the retention before it read them, or lost with the stream (Redis
+        restarted without them, the key was deleted or replaced).  The
+        :class:`~sse_sm.Hub` registers here, and each live subscriber of the
+        topic yields one ``sse_sm.gap`` event at the place of the hole.
+        """
+        self._gap_listeners = (*self._gap_listeners, listener)
+
+        def stop() -> None:
+            self._gap_listeners = tuple(
+                known for known in self._gap_listeners if known is not listener
+            )
+
+        return stop
+
+    async def publish(self, topic: str, event: ServerSentEvent) -> Entry:
+        """``XADD`` the event; its stream id becomes its SSE id.
+
+        The entry reaches this process's listeners through its reader, like
+        every other process's, shortly after this returns (if the topic is
+        read here).  Safe to cancel: a cancelled publish may or may not have
+        been stored, as after a timeout.
+
+        Raises:
+            ValueError: the event has an ``id``: Redis assigns ids here.
+            RedisUnavailableError: Redis failed or did not answer within
+                ``command_timeout`` seconds (then the event may be stored).
+            RuntimeError: the backend is not running.
+        """
+        if event.id is not None:
+            raise ValueError(
+                "the Redis backend gives every event its stream id; publish events without an id"
+            )
+        client = self._require_client()
+        sep = event.sep
+        fields: dict[bytes, bytes] = {_FRAME: event.encode(), _SEP: sep.encode()}
+        if self._max_events is not None:
+            trim = ["MAXLEN", self._trim_operator(), str(self._max_events)]
+        else:
+            assert self._max_age is not None
+            horizon = int((time.time() - self._max_age) * 1000)
+            trim = ["MINID", self._trim_operator(), f"{max(horizon, 0)}-0"]
+        args: list[str | bytes] = [*trim, fields[_FRAME], fields[_SEP]]
+        try:
+            with anyio.fail_after(self._command_timeout):
+                ident = await self._script(
+                    client, "_publish_digest", _PUBLISH, self._key(topic), args
+                )
+            if not isinstance(ident, bytes):
+                raise _MalformedReplyError(f"publish: a stream id expected, got {ident!r:.80}")
+        except (*_UNAVAILABLE, _MalformedReplyError) as exc:
+            self._publish_failures += 1
+            raise self._unavailable(f"publish to {topic!r}", exc) from exc
+        self._connected = True
+        self._published += 1
+        return self._entry(topic, ident, fields)
+
+    async def replay(self, topic: str, last_event_id: str) -> Replay:
+        """The events of ``topic`` after ``last_event_id`` (``XRANGE``), or all held and a gap.
+
+        Starts the topic's reader first if it has none.  The gap is
+        ``expired`` when the id is older than the oldest event held (it was
+        trimmed), ``unknown`` when it is not a stream id, is newer than the
+        stream, or names no entry.
+
+        Raises:
+            RedisUnavailableError: Redis failed or did not answer in time.
+            RuntimeError: the backend is not running.
+        """
+        client = self._require_client()
+        if topic not in self._readers:
+            await self.watch(topic)
+        key = self._key(topic)
+        parsed = parse_stream_id(last_event_id)
+        try:
+            with anyio.fail_after(self._command_timeout):
+                if parsed is not None:
+                    found = await client.xrange(key, last_event_id, "+")
+                    if found and parse_stream_id(_text(found[0].identifier)) == parsed:
+                        entries = self._entries(topic, found[1:])
+                        head = entries[-1].position if entries else _position(*parsed)
+                        return Replay(entries, None, head)
+                held = await client.xrange(key, "-", "+")
+                reason = GapReason.UNKNOWN
+                if parsed is not None:
+                    if held:
+                        first = parse_stream_id(_text(held[0].identifier))
+                        if first is not None and parsed < first:
+                            reason = GapReason.EXPIRED
+                    elif await client.exists([key]):
+                        # Everything was trimmed: expired if the id is not from the future.
+                        info = await client.xinfo_stream(key)
+                        newest = parse_stream_id(str(info["last-generated-id"]))
+                        if newest is not None and parsed <= newest:
+                            reason = GapReason.EXPIRED
+        except _UNAVAILABLE as exc:
+            raise self._unavailable(f"replay of {topic!r}", exc) from exc
+        self._connected = True
+        entries = self._entries(topic, held)
+        next_id = entries[0].id if entries else None
+        head = entries[-1].position if entries else 0
+        return Replay(entries, Gap(reason, last_event_id, next_id, None), head)
+
+    # ------------------------------------------------------------ readers
+
+    async def watch(self, topic: str) -> None:
+        """Start ``topic``'s reader, from the newest entry now, unless it has one.
+
+        Idempotent.  Returns once the reader's starting id is fixed: every
+        entry stored after this returns reaches the listeners, or a gap
+        does.  The starting id and the stream's count are read together, so
+        the first hole is counted exactly.  When Redis cannot be reached, the
+        reader starts from this process's clock (``<now ms>-0``), with the
+        count unknown until its first read, and retries.
+
+        Raises:
+            RuntimeError: the backend is not running.
+        """
+        if not isinstance(topic, str):
+            raise TypeError(f"a topic must be a str, got {type(topic).__name__}")
+        client = self._require_client()
+        task_group = self._task_group
+        assert task_group is not None
+        if topic in self._readers:
+            return
+        self._readers[topic] = None
+        key = self._key(topic)
+        cursor = _Cursor()
+        try:
+            with anyio.fail_after(self._command_timeout):
+                # Its newest id and its count, together: the reader's hole check starts exact.
+                snapshot = await self._snapshot(client, key, "0-0", 0)
+        except (*_UNAVAILABLE, _MalformedReplyError) as exc:
+            self._failed(exc)
+            cursor.last = f"{int(time.time() * 1000)}-0"
+        else:
+            self._connected = True
+            if snapshot.missing:
+                cursor.index = 0  # a stream created from now on counts its entries from 0
+            else:
+                cursor.last = "{}-{}".format(*snapshot.last_generated)
+                cursor.index = snapshot.added
+                cursor.seen = True
+        task_group.start_soon(self._read, topic, cursor, name=f"sse_sm.redis reader {topic!r}")
+
+    async def _read(self, topic: str, cursor: _Cursor) -> None:
+        """The reader of one topic, until cancelled: never raises, never stops on bad data.
+
+        Each round reads a snapshot (the entries after ``cursor.last`` and the
+        stream's counters, in one atomic script), signals any hole it shows,
+        delivers the entries (handing the loop back every ``FAIRNESS_SLICE``
+        seconds or ``FAIRNESS_EVENTS`` entries), and when it is caught up
+        waits with ``XREAD BLOCK`` for the next entry.  Failures of Redis, of
+        its replies or of a listener are logged and retried with backoff;
+        they never end the task, so its subscribers are never left waiting
+        on a reader that is gone.
+        """
+        client = self._require_client()
+        key = self._key(topic)
+        first_delay, longest_delay = self._reconnect_delay
+        delay = first_delay
+        failures = 0
+        logged: str | None = None
+        block_ms = int(self._read_block * 1000)
+        wait_deadline = self._read_block + self._command_timeout
+        # A snapshot round first, after a failure, after a block that found
+        # nothing (a stream that vanished or went back shows only there), and
+        # until caught up; otherwise XREAD BLOCK, one command per batch.
+        use_snapshot = True
+        while True:
+            try:
+                found: list[tuple[str | bytes, Mapping[Any, object]]] | None = None
+                if use_snapshot:
+                    with anyio.fail_after(self._command_timeout):
+                        snapshot = await self._snapshot(client, key, cursor.last, self._read_count)
+                else:
+                    with anyio.fail_after(wait_deadline):
+                        reply = await client.xread(
+                            {key: cursor.last}, count=self._read_count, block=block_ms
+                        )
+                    found = [
+                        (item.identifier, item.field_values)
+                        for items in (reply or {}).values()
+                        for item in items
+                    ]
+                self._connected = True
+                if failures:
+                    self._reconnects += 1
+                    logger.info(
+                        "Redis backend: the reader of topic %r reads again after %d failure(s)",
+                        topic,
+                        failures,
+                    )
+                    failures = 0
+                    logged = None
+                    delay = first_delay
+                if found is None:
+                    use_snapshot = not await self._deliver(topic, key, cursor, snapshot)
+                elif found:
+                    # An entry without its number stops the batch: the snapshot reads on.
+                    use_snapshot = not await self._deliver_entries(
+                        topic, key, cursor, found, numbered=True
+                    )
+                else:
+                    use_snapshot = True
+                continue
+            except (*_UNAVAILABLE, _MalformedReplyError) as exc:
+                failure: BaseException = exc
+                traceback = False
+            except Exception as exc:  # a bug: logged with its traceback, never the reader's end
+                failure = exc
+                traceback = True
+            failures += 1
+            self._failed(failure)
+            message = _describe(failure)
+            if message != logged:
+                logged = message
+                logger.error(
+                    "Redis backend: the reader of topic %r (stream %r) failed: %s; "
+                    "retrying with backoff",
+                    topic,
+                    key,
+                    message,
+                    exc_info=failure if traceback else None,
+                )
+            use_snapshot = True
+            await anyio.sleep(delay * random.uniform(0.5, 1.0))
+            delay = min(delay * 2, longest_delay)
+
+    async def _deliver(self, topic: str, key: str, cursor: _Cursor, snapshot: _Snapshot) -> bool:
+        """Signal the hole ``snapshot`` shows, if any, then deliver its entries.
+
+        Returns whether the reader is caught up (it read everything after
+        ``cursor.last``).  Updates ``cursor`` as it goes, so a cancellation
+        at one of its checkpoints loses nothing.
+        """
+        if snapshot.missing:
+            if cursor.seen:
+                self._signal_gap(
+                    topic,
+                    Gap(GapReason.UNKNOWN, cursor.last, None, None),
+                    None,
+                    f"the stream {key!r} is gone (deleted, or Redis lost its data): "
+                    "entries after the last one read may be lost",
+                )
+            cursor.seen = False
+            cursor.index = 0
+            return True
+        if snapshot.last_generated < _parse(cursor.last) and (cursor.seen or cursor.index == 0):
+            # The stream's ids are behind the last one read: it is a new stream
+            # under the same key.  Read it from its start, after saying so.
+            if cursor.seen:
+                self._signal_gap(
+                    topic,
+                    Gap(GapReason.UNKNOWN, cursor.last, None, None),
+                    None,
+                    f"the stream {key!r} was replaced (its ids restart below the last one read)",
+                )
+            cursor.last, cursor.index, cursor.seen = "0-0", 0, True
+            return False
+        found = snapshot.entries
+        drained = len(found) < self._read_count
+        cursor.index = self._check_hole(topic, key, cursor, snapshot, drained)
+        cursor.seen = True
+        if found:
+            await self._deliver_entries(topic, key, cursor, found, numbered=False)
+        return drained
+
+    async def _deliver_entries(
+        self,
+        topic: str,
+        key: str,
+        cursor: _Cursor,
+        found: Sequence[tuple[str | bytes, Mapping[Any, object]]],
+        *,
+        numbered: bool,
+    ) -> bool:
+        """Deliver ``found`` (the entries right after ``cursor.last``), in slices.
+
+        With ``numbered`` (entries from a plain ``XREAD``, which says nothing
+        of what is missing), stop before an entry without a valid number,
+        unless the count is unknown anyway (Redis < 7), and return ``False``:
+        the snapshot script then reads from there, and its counters tell
+        whether something before that entry is missing.  Otherwise returns
+        ``True``.
+
+        Each entry written by this backend on Redis 7 carries its number in
+        the stream (``n``, ``entries-added`` after it): one that is not the
+        next number after ``cursor.index`` means entries between were trimmed
+        or deleted unread (a bigger one: ``expired``, with the count) or the
+        stream was replaced (a smaller one: ``unknown``), and the hole is
+        signalled before the entry is delivered.  Hands the loop back every
+        ``FAIRNESS_SLICE`` seconds or ``FAIRNESS_EVENTS`` entries, and once
+        at the end.  Updates ``cursor`` as it goes, so a cancellation at one
+        of its checkpoints loses nothing.
+        """
+        budget = FAIRNESS_EVENTS
+        yield_at = time.monotonic() + FAIRNESS_SLICE
+        foreign: list[str] = []
+        complete = True
+        for ident, fields in found:
+            text = _text(ident)
+            seq = _sequence(fields)
+            index = cursor.index
+            if numbered and (seq is None or seq < 0) and index is not None:
+                complete = False
+                break
+            if seq is not None and seq >= 0 and index is not None and seq != index + 1:
+                position = _position(*_parse(text))
+                if seq > index + 1:
+                    missed = seq - index - 1
+                    gap = Gap(GapReason.EXPIRED, cursor.last, text, missed)
+                    why = (
+                        f"{missed} entries after {cursor.last} were trimmed or deleted "
+                        "before this process read them (it fell behind the retention)"
+                    )
+                else:
+                    gap = Gap(GapReason.UNKNOWN, cursor.last, text, None)
+                    why = f"the stream {key!r} was replaced (its count went back to {seq})"
+                self._signal_gap(topic, gap, position, why)
+            cursor.last = text
+            cursor.seen = True
+            if seq is not None and seq >= 0:
+                cursor.index = seq
+            elif index is not None:
+                cursor.index = index + 1  # another writer's entry counts too
+            entry = None if seq == -1 else self._entry_or_none(topic, ident, fields)
+            if entry is None:
+                if seq == -1:
+                    self._foreign += 1
+                foreign.append(f"{text} {sorted(map(_text, fields))}")
+                continue
+            self._received += 1
+            for listener in self._listeners:
+                try:
+                    listener(entry)
+                except Exception:
+                    logger.exception(
+                        "Redis backend: a listener raised on entry %s of topic %r", entry.id, topic
+                    )
+            budget -= 1
+            if budget <= 0 or time.monotonic() >= yield_at:
+                await anyio.lowlevel.checkpoint()
+                budget = FAIRNESS_EVENTS
+                yield_at = time.monotonic() + FAIRNESS_SLICE
+        if foreign:
+            cursor.skipped += len(foreign)
+            now = time.monotonic()
+            if now - cursor.warned_at >= _WARN_EVERY:  # a foreign writer must not flood the log
+                logger.warning(
+                    "Redis backend: skipped %d entries of stream %r not written by sse_sm "
+                    "(no frame, a bad separator or number, or an unterminated frame); "
+                    "the first: %s",
+                    cursor.skipped,
+                    key,
+                    foreign[0],
+                )
+                cursor.skipped = 0
+                cursor.warned_at = now
+        # Between two reads of a burst, hand the loop back even if the slice is not used up.
+        await anyio.lowlevel.checkpoint()
+        return complete
+
+    def _check_hole(
+        self, topic: str, key: str, cursor: _Cursor, snapshot: _Snapshot, drained: bool
+    ) -> int | None:
+        """Signal the entries after ``cursor.last`` that Redis no longer holds, if any.
+
+        Returns the ``entries-added`` count just before the snapshot's first
+        entry, when known.  Redis trims a stream from its oldest entry, so:
+        when the oldest entry held is after the last one read, every entry
+        held is after it, and ``entries-added`` minus the count at the last
+        read minus the length is the number trimmed unread (``expired``; a
+        negative number means the stream was replaced: ``unknown``).  When
+        the oldest entry held is not after it, nothing unread was trimmed,
+        and an entry deleted by hand shows in ``max-deleted-entry-id``.
+        Exact on Redis 7 and newer; older Redis reports neither counter.
+        """
+        found = snapshot.entries
+        added = snapshot.added
+        last = _parse(cursor.last)
+        trimmed_past = snapshot.first is None or snapshot.first > last
+        first_seq = _sequence(found[0][1]) if found else None
+        base: int | None
+        if first_seq is not None and first_seq > 0:
+            base = first_seq - 1  # the first entry's own number: exact even after an XDEL
+        elif added is None:
+            base = None
+            if not self._warned_old_redis:
+                self._warned_old_redis = True
+                logger.warning(
+                    "Redis backend: this Redis reports no entries-added (Redis < 7): "
+                    "a reader that falls behind the retention cannot signal the hole"
+                )
+        elif trimmed_past:
+            base = added - snapshot.length
+        elif drained:
+            base = added - len(found)
+        else:
+            base = cursor.index
+        known = cursor.index
+        lost = None if base is None or known is None else base - known
+        if not lost:
+            return base
+        next_id = found[0][0].decode() if found else None
+        position = _position(*_parse(next_id)) if next_id is not None else None
+        assert lost is not None
+        if lost > 0:
+            gap = Gap(GapReason.EXPIRED, cursor.last, next_id, lost)
+            why = (
+                f"{lost} entries after {cursor.last} were trimmed or deleted before this "
+                "process read them (it fell behind the retention)"
+            )
+        else:
+            gap = Gap(GapReason.UNKNOWN, cursor.last, next_id, None)
+            why = f"the stream {key!r} was replaced (it counts fewer entries than were read)"
+        self._signal_gap(topic, gap, position, why)
+        return base
+
+    def _signal_gap(self, topic: str, gap: Gap, position: int | None, why: str) -> None:
+        self._gaps += 1
+        logger.warning(
+            "Redis backend: topic %r: %s; live subscribers get an sse_sm.gap event", topic, why
+        )
+        for listener in self._gap_listeners:
+            try:
+                listener(topic, gap, position)
+            except Exception:
+                logger.exception("Redis backend: a gap listener raised on topic %r", topic)
+
+    async def _snapshot(
+        self, client: coredis.Redis[bytes], key: str, last: str, count: int
+    ) -> _Snapshot:
+        """Run the snapshot script (loading it first if Redis does not have it).
+
+        Reads the entries after ``last`` (from its successor: the exclusive
+        ``(`` range needs Redis 6.2).
+        """
+        ms, seq = _parse(last)
+        after = f"{ms}-{seq + 1}" if seq < _MAX_PART else f"{ms + 1}-0"
+        args: list[str | bytes] = [after, str(count)]
+        return _Snapshot.parse(await self._script(client, "_snapshot_digest", _SNAPSHOT, key, args))
+
+    async def _script(
+        self,
+        client: coredis.Redis[bytes],
+        slot: Literal["_snapshot_digest", "_publish_digest"],
+        script: str,
+        key: str,
+        args: list[str | bytes],
+    ) -> object:
+        """``EVALSHA`` of ``script``, loading it first when Redis does not have it.
+
+        Retrying after ``NOSCRIPT`` is safe, for a publish too: the script did not run.
+        """
+        digest: str | None = getattr(self, slot)
+        if digest is not None:
+            try:
+                return await client.evalsha(digest, [key], args)
+            except coredis.exceptions.NoScriptError:
+                pass  # a restarted Redis forgot it
+        digest = _text(await client.script_load(script))
+        setattr(self, slot, digest)
+        return await client.evalsha(digest, [key], args)
+
+    # ------------------------------------------------------------ helpers
+
+    def _key(self, topic: str) -> str:
+        return self._prefix + topic
+
+    def _trim_operator(self) -> str:
+        return "=" if self._exact else "~"
+
+    def _failed(self, exc: BaseException) -> None:
+        self._connected = False
+        self._errors += 1
+        self._last_error = _describe(exc)
+        self._last_error_at = time.monotonic()
+
+    def _unavailable(self, what: str, exc: BaseException) -> RedisUnavailableError:
+        self._failed(exc)
+        if isinstance(exc, TimeoutError):
+            reason = f"no answer within {self._command_timeout} s; its outcome is unknown"
+        else:
+            reason = _describe(exc)
+        return RedisUnavailableError(f"Redis at {self._url}: {what} failed: {reason}")
+
+    def _entry(self, topic: str, ident: bytes, fields: dict[bytes, bytes]) -> Entry:
+        parsed = parse_stream_id(ident.decode())
+        assert parsed is not None
+        frame = fields[_FRAME]
+        sep = fields.get(_SEP, b"\r\n")
+        id_line = b"id: " + ident + sep
+        # A comment comes first in an encoded event: then the id goes at the end of the block.
+        frame = frame[: -len(sep)] + id_line + sep if frame.startswith(b":") else id_line + frame
+        return Entry(topic, ident.decode(), _position(*parsed), frame)
+
+    def _entry_or_none(
+        self, topic: str, ident: object, fields: Mapping[Any, object]
+    ) -> Entry | None:
+        """The entry, or ``None`` (counted in ``foreign``) if another writer's or malformed.
+
+        Ours has a frame (``f``) ending with a blank line, or a lone line end
+        (an empty event), and a separator (``s``) that is a line end: a frame
+        without its blank line would run into the next event on the wire.
+        """
+        frame = fields.get(_FRAME)
+        sep = fields.get(_SEP, b"\r\n")
+        if (
+            not isinstance(ident, bytes)
+            or not isinstance(frame, bytes)
+            or not isinstance(sep, bytes)
+            or sep not in (b"\r\n", b"\n", b"\r")
+            or not (frame == sep or frame.endswith(sep + sep))
+        ):
+            self._foreign += 1
+            return None
+        return self._entry(topic, ident, {_FRAME: frame, _SEP: sep})
+
+    def _entries(self, topic: str, found: Sequence[StreamEntry]) -> tuple[Entry, ...]:
+        entries = (self._entry_or_none(topic, item.identifier, item.field_values) for item in found)
+        return tuple(entry for entry in entries if entry is not None)
+
+    # ------------------------------------------------------------ inspection
+
+    def statistics(self) -> RedisBackendStatistics:
+        """The link's state and counters now; never suspends."""
+        return RedisBackendStatistics(
+            connected=self._connected,
+            topics=tuple(self._readers),
+            published=self._published,
+            publish_failures=self._publish_failures,
+            received=self._received,
+            reconnects=self._reconnects,
+            errors=self._errors,
+            last_error=self._last_error,
+            last_error_at=self._last_error_at,
+            foreign=self._foreign,
+            gaps=self._gaps,
+        )
+
+    def __repr__(self) -> str:
+        state = "running" if self.running else "stopped"
+        return f"<RedisBackend {state} {self._url!r}: {len(self._readers)} topic(s)>"
+
+
+def _text(value: str | bytes) -> str:
+    return value if isinstance(value, str) else value.decode()
+
+
+def _positive(value: object) -> bool:
+    return (
+        not isinstance(value, bool)
+        and isinstance(value, (int, float))
+        and value > 0
+        and value != float("inf")
+    )
