@@ -9,7 +9,7 @@ state machine and on the wire together.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -71,7 +71,7 @@ async def drive(
     return Outcome(wire, error)
 
 
-async def numbers(count: int, delay: float = 0.0) -> AsyncIterator[ServerSentEvent]:
+async def numbers(count: int, delay: float = 0.0) -> AsyncGenerator[ServerSentEvent, None]:
     """``count`` events with ids 0.., ``delay`` seconds apart."""
     for n in range(count):
         yield ServerSentEvent(str(n), id=str(n))
@@ -79,7 +79,7 @@ async def numbers(count: int, delay: float = 0.0) -> AsyncIterator[ServerSentEve
             await anyio.sleep(delay)
 
 
-async def forever(delay: float = 0.01) -> AsyncIterator[str]:
+async def forever(delay: float = 0.01) -> AsyncGenerator[str, None]:
     """An endless source that awaits between events."""
     while True:
         yield "tick"

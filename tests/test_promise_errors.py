@@ -27,7 +27,7 @@ from sse_sm import (
     State,
 )
 
-from ._promise import drive, forever, numbers
+from ._promise import drive, numbers
 
 pytestmark = pytest.mark.anyio
 
@@ -290,26 +290,30 @@ async def test_subscribe_and_publish_refuse_bad_input_by_name() -> None:
     hub.close()
 
 
-async def test_the_hub_accepts_extreme_sizes_and_timeouts() -> None:
-    for kwargs in (
-        {"buffer_size": 2**62},
-        {"block_timeout": math.inf, "policy": SlowConsumerPolicy.BLOCK},
-        {"block_timeout": 0, "policy": SlowConsumerPolicy.BLOCK},
-        {"block_timeout": None, "policy": SlowConsumerPolicy.BLOCK},
-    ):
-        hub = Hub(**kwargs)  # type: ignore[arg-type]
-        frames: list[bytes] = []
-        with anyio.fail_after(5):
-            async with hub.subscribe("t") as sub, anyio.create_task_group() as tasks:
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        pytest.param({"buffer_size": 2**62}, id="buffer-2**62"),
+        pytest.param({"block_timeout": math.inf, "policy": SlowConsumerPolicy.BLOCK}, id="inf"),
+        pytest.param({"block_timeout": 0, "policy": SlowConsumerPolicy.BLOCK}, id="zero"),
+        pytest.param({"block_timeout": None, "policy": SlowConsumerPolicy.BLOCK}, id="none"),
+    ],
+)
+async def test_the_hub_accepts_extreme_sizes_and_timeouts(kwargs: dict[str, Any]) -> None:
+    hub = Hub(**kwargs)
+    frames: list[bytes] = []
+    with anyio.fail_after(5):
+        async with hub.subscribe("t") as sub, anyio.create_task_group() as tasks:
 
-                async def read_two() -> None:
-                    frames.append(await sub.__anext__())  # joins, then waits
-                    frames.append(await sub.__anext__())
+            async def read_two() -> None:
+                frames.append(await sub.__anext__())  # joins, then waits
+                frames.append(await sub.__anext__())
 
-                tasks.start_soon(read_two)
-                while hub.statistics().subscribers == 0:
-                    await anyio.sleep(0.001)
-                first = await hub.publish("t", "a")
-                await hub.publish("t", "b")
-        assert first.encode() in frames[0] and b"data: b" in frames[1], kwargs
-        hub.close()
+            tasks.start_soon(read_two)
+            while hub.statistics().subscribers == 0:
+                await anyio.sleep(0.001)
+            first = await hub.publish("t", "a")
+            await hub.publish("t", "b")
+    assert first.encode() in frames[0]
+    assert b"data: b" in frames[1]
+    hub.close()
