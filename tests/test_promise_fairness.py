@@ -28,7 +28,7 @@ from ._promise import drive, numbers
 
 pytestmark = pytest.mark.anyio
 
-HOG_SECONDS = 0.5
+HOG_SECONDS = 1.5
 
 
 async def _hog() -> AsyncGenerator[str, None]:
@@ -68,11 +68,12 @@ async def test_a_source_that_never_awaits_does_not_starve_another_stream() -> No
     # The hog noticed its client leaving (its watcher ran) before it gave up.
     assert hog.close_reason is CloseReason.CLIENT_DISCONNECTED
     assert hog_outcome.error is None
-    assert hog_ended < HOG_SECONDS * 0.9
-    # The polite stream kept flowing meanwhile: no silence of 50 ms or more.
+    assert hog_ended < HOG_SECONDS * 0.6
+    # The polite stream kept flowing meanwhile: no silence near the hog's length
+    # (the slice is 2 ms; 150 ms leaves room for a loaded machine).
     assert len(arrivals) == 40
     gaps = [b - a for a, b in zip([started, *arrivals[:-1]], arrivals, strict=True)]
-    assert max(gaps) < 0.05, max(gaps)
+    assert max(gaps) < 0.15, max(gaps)
 
 
 async def _never_leave() -> Message:
@@ -130,8 +131,8 @@ async def test_a_huge_single_event_is_sent_whole_and_the_loop_recovers() -> None
     bodies = outcome.wire.bodies
     assert bodies[0] == b"id: big\r\ndata: " + payload.encode() + b"\r\n\r\n"
     assert bodies[1] == b"id: small\r\ndata: after\r\n\r\n"
-    # Linear, not quadratic: 8 MiB is encoded in well under a second.
-    assert elapsed < 2.0, elapsed
+    # Linear, not quadratic: 8 MiB is encoded in in seconds, not minutes.
+    assert elapsed < 5.0, elapsed
 
 
 async def test_a_huge_multiline_event_is_linear() -> None:
@@ -147,7 +148,7 @@ async def test_a_huge_multiline_event_is_linear() -> None:
     elapsed = time.monotonic() - started
     assert outcome.error is None
     assert outcome.wire.bodies[0].count(b"data: ab\r\n") == lines
-    assert elapsed < 2.0, elapsed
+    assert elapsed < 5.0, elapsed
 
 
 async def test_a_tight_publishing_loop_does_not_starve_its_subscriber() -> None:
