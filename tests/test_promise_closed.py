@@ -288,6 +288,13 @@ async def _scenario(spec: dict[str, Any]) -> None:
     if finals:
         assert finals[0] == len(wire_messages) - 1
         assert reason in CLEAN_END_REASONS, reason
+    # statistics() tells the truth about the wire: bytes, events and pings.
+    stats = response.statistics()
+    bodies = [m.get("body", b"") for m in wire_messages if m["type"] == "http.response.body"]
+    assert stats.bytes_sent == sum(len(body) for body in bodies)
+    pings = sum(1 for body in bodies if body.startswith(b": ping"))
+    assert stats.pings_sent == pings
+    assert stats.events_sent == sum(1 for body in bodies if body) - pings
     # The close handler runs exactly for a client that left (an OSError on the
     # header send skips it: a known driver bug the lead is fixing).
     header_oserror = spec["send_fault"] == ("oserror", 0)

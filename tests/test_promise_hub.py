@@ -528,3 +528,36 @@ async def test_thousands_of_subscribers_and_topics_get_everything_and_leave_noth
 
 def test_infinite_block_timeout_is_not_nan() -> None:
     assert Hub(policy=SlowConsumerPolicy.BLOCK, block_timeout=math.inf).statistics().closed is False
+
+
+async def test_a_publisher_cancelled_while_waiting_for_room_stored_nothing() -> None:
+    hub = Hub(buffer_size=1, policy=SlowConsumerPolicy.BLOCK, block_timeout=None)
+    store = hub.backend.store  # type: ignore[attr-defined]
+    got: list[str] = []
+    with anyio.fail_after(5):
+        async with hub.subscribe("t") as sub, anyio.create_task_group() as tasks:
+            tasks.start_soon(sub.__anext__)
+            while hub.statistics().subscribers == 0:
+                await anyio.lowlevel.checkpoint()
+            await hub.publish("t", "read")
+            await hub.publish("t", "fills")
+            appended = store.statistics().appended
+            with anyio.move_on_after(0.02):
+                await hub.publish("t", "cancelled while waiting")
+            assert store.statistics().appended == appended
+            # Waiting publishers are served in order once there is room.
+
+            async def publish(text: str) -> None:
+                await hub.publish("t", text)
+
+            for text in ("p1", "p2", "p3"):
+                tasks.start_soon(publish, text)
+                while hub.statistics().publishers_waiting < int(text[1]):
+                    await anyio.lowlevel.checkpoint()
+            async for frame in sub:
+                got.append(_event(frame).data)
+                if got[-1] == "p3":
+                    break
+    # (When each publish() returns may differ; the subscriber's order may not.)
+    assert got == ["fills", "p1", "p2", "p3"]
+    hub.close()
