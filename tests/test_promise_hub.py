@@ -320,11 +320,12 @@ async def test_drop_oldest_never_names_a_next_id_that_does_not_arrive() -> None:
 
 async def test_disconnect_policy_lets_go_at_once_and_counts_the_loss() -> None:
     hub = Hub(buffer_size=3)
-    async with hub.subscribe("t") as sub, anyio.create_task_group() as tasks:
-        tasks.start_soon(sub.__anext__)
-        while hub.statistics().subscribers == 0:
-            await anyio.lowlevel.checkpoint()
-        await hub.publish("t", "read by the joining call")
+    async with hub.subscribe("t") as sub:
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(sub.__anext__)
+            while hub.statistics().subscribers == 0:
+                await anyio.lowlevel.checkpoint()
+            await hub.publish("t", "read by the joining call")
         for n in range(10):
             await hub.publish("t", str(n))
         stats = hub.statistics()
