@@ -36,12 +36,6 @@ from sse_sm._state import CLEAN_END_REASONS
 
 from ._promise import Boom, drive, forever, leaf, numbers
 
-SAME_ROOT = (
-    "BUG: a BaseException that is not a cancellation, raised by {what}, escapes "
-    "Connection.run with the machine still {state} (same root as the source case the "
-    "driver fix addresses: run catches only the cancellation class)"
-)
-
 
 def _closed_with_reason(response: EventSourceResponse) -> None:
     assert response.state is State.CLOSED, response.history
@@ -50,9 +44,6 @@ def _closed_with_reason(response: EventSourceResponse) -> None:
 
 
 @pytest.mark.anyio
-@pytest.mark.xfail(
-    strict=True, reason=SAME_ROOT.format(what="ping_message_factory", state="STREAMING")
-)
 async def test_a_ping_factory_raising_a_base_exception_still_closes() -> None:
     def ping() -> ServerSentEvent:
         raise Boom
@@ -64,9 +55,6 @@ async def test_a_ping_factory_raising_a_base_exception_still_closes() -> None:
 
 
 @pytest.mark.anyio
-@pytest.mark.xfail(
-    strict=True, reason=SAME_ROOT.format(what="data_sender_callable", state="STREAMING")
-)
 async def test_a_data_sender_raising_a_base_exception_still_closes() -> None:
     async def sender() -> None:
         raise Boom
@@ -78,7 +66,6 @@ async def test_a_data_sender_raising_a_base_exception_still_closes() -> None:
 
 
 @pytest.mark.anyio
-@pytest.mark.xfail(strict=True, reason=SAME_ROOT.format(what="on_transition", state="STREAMING"))
 async def test_an_on_transition_hook_raising_a_base_exception_still_closes() -> None:
     def hook(transition: Transition) -> None:
         if transition.target is State.STREAMING:
@@ -91,7 +78,6 @@ async def test_an_on_transition_hook_raising_a_base_exception_still_closes() -> 
 
 
 @pytest.mark.anyio
-@pytest.mark.xfail(strict=True, reason=SAME_ROOT.format(what="farewell_factory", state="DRAINING"))
 async def test_a_farewell_factory_raising_a_base_exception_still_closes() -> None:
     coordinator = DrainCoordinator(automatic=False)
 
@@ -149,14 +135,6 @@ async def test_a_data_sender_that_cancels_its_own_scope_is_harmless() -> None:
 
 
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: a data sender raising asyncio.CancelledError by itself (an awaited future "
-        "was cancelled) ends the task group with the machine still STREAMING; run returns "
-        "normally after one event, with no final body and no close reason"
-    ),
-)
 async def test_a_data_sender_raising_cancelled_error_by_itself_still_closes(
     anyio_backend: str,
 ) -> None:
@@ -312,13 +290,6 @@ def test_any_mix_of_endings_closes_with_a_matching_reason(
 
 
 @pytest.mark.anyio
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: a non-OSError from the final body's send escapes run although the close "
-        "reason is 'completed' (_send_final_body catches only OSError)"
-    ),
-)
 async def test_a_server_error_on_the_final_body_does_not_contradict_the_reason() -> None:
     async def send(message: Message) -> None:
         await anyio.lowlevel.checkpoint()
@@ -333,13 +304,6 @@ async def test_a_server_error_on_the_final_body_does_not_contradict_the_reason()
 
 
 @pytest.mark.anyio
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: a non-OSError from the farewell's send escapes _stream with the machine "
-        "still DRAINING (_send_farewell catches only OSError)"
-    ),
-)
 async def test_a_server_error_on_the_farewell_still_closes() -> None:
     coordinator = DrainCoordinator(automatic=False)
 

@@ -81,14 +81,6 @@ async def _never_leave() -> Message:
     raise AssertionError("unreachable")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: the watcher's loop (_connection.py _watch) has no checkpoint of its own: a "
-        "receive() that returns a non-disconnect message without suspending spins it "
-        "forever and starves the pump and every other task on the loop"
-    ),
-)
 async def test_a_receive_that_never_suspends_does_not_starve_the_stream() -> None:
     calls = 0
     spin_for = 20_000  # then it behaves, so that a starved test ends and fails

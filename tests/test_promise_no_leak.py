@@ -34,7 +34,7 @@ from sse_sm import (
     SlowConsumerPolicy,
 )
 from sse_sm._connection import Connection
-from sse_sm._hub_subscription import Subscription
+from sse_sm.hub._subscription import Subscription
 
 from ._promise import drive
 

@@ -38,7 +38,7 @@ async def test_a_receive_that_raises_closes_with_error_and_reraises() -> None:
         assert not outcome.wire.ended_cleanly
 
 
-async def test_a_disconnect_before_anything_is_sent_sends_only_the_headers() -> None:
+async def test_a_disconnect_before_anything_is_sent_sends_no_event() -> None:
     async def receive() -> Message:
         return {"type": "http.disconnect"}
 
@@ -51,7 +51,10 @@ async def test_a_disconnect_before_anything_is_sent_sends_only_the_headers() -> 
     outcome = await drive(response, receive=receive)
     assert outcome.error is None
     assert response.close_reason is CloseReason.CLIENT_DISCONNECTED
-    assert [m["type"] for m in outcome.wire.messages] == ["http.response.start"]
+    # The watcher runs beside the header send (as in sse-starlette), so a
+    # disconnect that is already there may cut the headers too: either way
+    # no event and no end of body reaches a client that left.
+    assert [m["type"] for m in outcome.wire.messages] in (["http.response.start"], [])
     assert handled == [{"type": "http.disconnect"}]
 
 
@@ -143,14 +146,6 @@ async def test_a_head_response_refuses_to_stream_afterwards() -> None:
     assert again.wire.messages == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: awaited twice concurrently, both calls pass machine.require(STARTED) while "
-        "OPEN; the second sends a second http.response.start, then fails on STARTED and "
-        "its finally closes the shared source, cutting the first stream short"
-    ),
-)
 async def test_a_response_awaited_twice_at_once_sends_nothing_the_second_time() -> None:
     response = EventSourceResponse(numbers(50, delay=0.001))
     outcomes: list[Any] = []
@@ -187,14 +182,6 @@ async def test_a_websocket_scope_gets_a_denial_response_and_its_disconnect_count
 
 
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: a receive() that raises asyncio.CancelledError by itself ends the watcher "
-        "and the task group with the machine still STREAMING; run returns normally, "
-        "the source cut after a few events, no final body, no close reason"
-    ),
-)
 async def test_a_receive_raising_cancelled_error_by_itself_still_closes(
     anyio_backend: str,
 ) -> None:
@@ -211,7 +198,7 @@ async def test_a_receive_raising_cancelled_error_by_itself_still_closes(
 
 
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])
-async def test_a_send_raising_cancelled_error_is_treated_as_a_cancellation(
+async def test_a_send_raising_cancelled_error_by_itself_is_a_failure(
     anyio_backend: str,
 ) -> None:
     import asyncio
@@ -227,7 +214,9 @@ async def test_a_send_raising_cancelled_error_is_treated_as_a_cancellation(
 
     response = EventSourceResponse(numbers(5, delay=0.01))
     outcome = await drive(response, send=send)
-    assert response.close_reason is CloseReason.CANCELLED
+    # No cancel scope and no cancel() of the task caused it: a failure like
+    # any other, recorded as such and re-raised.
+    assert response.close_reason is CloseReason.ERROR
     assert isinstance(outcome.error, asyncio.CancelledError)
 
 
