@@ -64,6 +64,8 @@ import anyio
 import anyio.lowlevel
 from starlette.types import ASGIApp, Message
 
+from ._validation import check_headers, check_seconds
+
 #: The spec's three line endings.  ``str.splitlines`` is not used because it
 #: also breaks on U+2028, U+0085, VT, FF and others, which the spec does not.
 _LINE_END: Final = re.compile(r"\r\n|\r|\n")
@@ -350,6 +352,9 @@ def _build_scope(
         header_items: list[tuple[str, str]] = list(headers.items())
     else:
         header_items = list(headers or ())
+    for name, value in header_items:
+        # The same rules the response's own headers follow, named as "headers".
+        check_headers("headers", {name: value})
     raw_headers = [
         (name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in header_items
     ]
@@ -578,6 +583,10 @@ class SSEStream:
         disconnect was delivered is not a violation because the disconnect
         arrived while the send was in progress.
         """
+        if not isinstance(message, Mapping):
+            await anyio.lowlevel.checkpoint()
+            self.violations.append(f"a message that is not a dict: {type(message).__name__}")
+            return
         headers = message.get("headers")
         if isinstance(headers, Iterable) and not isinstance(headers, (str, bytes, list, tuple)):
             # ASGI allows any iterable; read a one-shot one once, before checking it.
@@ -804,6 +813,7 @@ async def stream(
         Exception: What the app raised, if ``raise_app_exceptions``.  An
             exception from the block itself takes precedence over both.
     """
+    check_seconds("finish_timeout", finish_timeout, allow_zero=True)
     scope = _build_scope(
         path,
         method=method,

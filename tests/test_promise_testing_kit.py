@@ -46,14 +46,6 @@ def test_any_bytes_cut_anywhere_parse_the_same_and_never_raise(
 
 
 @pytest.mark.anyio
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: a message that is not a dict (send(None)) raises AttributeError inside the "
-        "app (testing.py SSEStream._send calls message.get first) instead of being "
-        "recorded as a violation"
-    ),
-)
 async def test_a_message_that_is_not_a_dict_is_recorded_as_a_violation() -> None:
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": []})
@@ -74,13 +66,6 @@ async def test_a_message_that_is_not_a_dict_is_recorded_as_a_violation() -> None
         pytest.param(-1.0, id="negative"),
     ],
 )
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: finish_timeout is not checked: NaN fails late inside the task group "
-        "(anyio: 'deadline must not be NaN'), a negative one blames the app"
-    ),
-)
 async def test_a_bad_finish_timeout_is_refused_by_name(value: float) -> None:
     with anyio.fail_after(5), pytest.raises((TypeError, ValueError), match="finish_timeout"):
         async with stream(_two_events, finish_timeout=value) as sse:
@@ -94,10 +79,6 @@ async def test_a_bad_finish_timeout_is_refused_by_name(value: float) -> None:
         pytest.param({"x-name": "\u20ac"}, id="not-latin1"),
         pytest.param({"x-count": 1}, id="not-str"),
     ],
-)
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: stream(headers=...) refuses a bad header with a raw codec/attribute error",
 )
 async def test_a_bad_request_header_is_refused_by_name(headers: Any) -> None:
     with pytest.raises((TypeError, ValueError), match="header"):
