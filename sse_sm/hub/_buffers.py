@@ -148,6 +148,7 @@ class SubscriberState:
         "live",
         "pending",
         "policy",
+        "promised",
         "removed",
         "replayed",
         "size",
@@ -178,6 +179,38 @@ class SubscriberState:
         self.replayed = 0
         self.dropped = 0
         self.gaps = 0
+        #: The entry a yielded gap named as its ``next_id``, while it may still
+        #: be in the buffer: :meth:`drop_oldest` never drops it.
+        self.promised: Entry | None = None
+
+    def drop_oldest(self, entry: Entry) -> None:
+        """DROP_OLDEST on a full buffer: the oldest entry joins the hole at the
+        head (a drop marker), and ``entry`` goes to the tail.
+
+        Never the entry a gap already named (``promised``): that gap was
+        yielded, so the entry is due next, and the hole opens right after it
+        instead.  When nothing but that entry is held (a buffer of one), the
+        new entry is the one that joins the hole.
+        """
+        buffer = self.buffer
+        head = 1 if buffer[0] is self.promised else 0
+        self.dropped += 1
+        if head == len(buffer):
+            buffer.append(DropMarker())  # only the promised entry is held
+            return
+        first = buffer[head]
+        if type(first) is DropMarker:
+            if head + 1 == len(buffer):
+                first.count += 1  # no entry behind the hole: the new one joins it
+                return
+            del buffer[head + 1]  # the oldest entry, right after the marker
+            first.count += 1
+        else:
+            first = buffer[head] = DropMarker()  # the oldest entry becomes the hole
+        if len(buffer) > head + 1 and type(second := buffer[head + 1]) is DropMarker:
+            first.absorb(second)  # a backend's hole met this one: one gap
+            del buffer[head + 1]
+        buffer.append(entry)
 
     def wake(self) -> None:
         waiter = self.waiter

@@ -467,17 +467,7 @@ class Hub:
                 policy = state.policy
                 buffer = state.buffer
                 if policy is SlowConsumerPolicy.DROP_OLDEST:
-                    first = buffer[0]
-                    if type(first) is DropMarker:
-                        del buffer[1]  # the oldest entry, right after the marker
-                        first.count += 1
-                    else:
-                        first = buffer[0] = DropMarker()  # the oldest entry becomes the hole
-                    if len(buffer) > 1 and type(second := buffer[1]) is DropMarker:
-                        first.absorb(second)  # a backend's hole met this one: one gap
-                        del buffer[1]
-                    buffer.append(entry)
-                    state.dropped += 1
+                    state.drop_oldest(entry)
                 elif policy is SlowConsumerPolicy.DROP_NEWEST:
                     last = buffer[-1]
                     if type(last) is DropMarker:

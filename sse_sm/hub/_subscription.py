@@ -166,7 +166,11 @@ class Subscription:
         assert type(item) is DropMarker
         state.gaps += 1
         following = state.buffer[0] if state.buffer else None
-        next_id = following.id if type(following) is Entry else None
+        if type(following) is Entry:
+            state.promised = following  # due next: DROP_OLDEST must not drop it now
+            next_id: str | None = following.id
+        else:
+            next_id = None
         return item.gap(state.last_id, next_id).to_event(self._hub._sep).encode()
 
     async def _join(self) -> None:
