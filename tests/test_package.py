@@ -56,7 +56,7 @@ def test_importing_sse_sm_loads_no_optional_extra() -> None:
 
 
 def test_the_pure_state_machine_knows_nothing_of_anyio_or_starlette() -> None:
-    for name in ("_state.py", "_events.py", "_diagram.py"):
+    for name in ("_state.py", "_events.py", "_diagram.py", "_deadlines.py", "testing/_parser.py"):
         assert not imported_modules(PACKAGE / name) & ALLOWED_THIRD_PARTY, name
 
 
