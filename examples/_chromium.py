@@ -1,6 +1,6 @@
 """Drive a headless Debian ``chromium`` through the DevTools protocol, with no dependency.
 
-Used by the browser tests (``tests/test_browser.py``) and by
+Used by the browser tests (``tests/external/test_browser.py``) and by
 ``python -m examples.screenshot``.  Chromium is started with
 ``--remote-debugging-pipe``: it reads protocol messages on its file
 descriptor 3 and writes them on 4, each a JSON object ending in a NUL byte

@@ -18,8 +18,8 @@ failing source (``error``).  The README's "The demo" section is the tour.
 
 Everything is served by this module: the page is ``demo_page.html`` beside
 it, with the diagram and the settings filled in; no CDN, no build step.
-``tests/test_demo.py`` runs it under uvicorn and hypercorn's trio worker, and
-``tests/test_browser.py`` drives the page in headless Chromium.
+``tests/servers/test_demo.py`` runs it under uvicorn and hypercorn's trio worker, and
+``tests/external/test_browser.py`` drives the page in headless Chromium.
 
 Several workers can share the ticker through Redis (``bash
 scripts/demo_redis.sh``): ``DEMO_REDIS_URL`` makes the hub use a

@@ -22,7 +22,7 @@ Endpoints:
 
 The app knows nothing of the other processes: the backend is entered in the
 lifespan (it owns its reader task there) and the hub is all the endpoints use.
-``tests/test_redis_apps.py`` runs it under uvicorn and hypercorn's trio worker.
+``tests/external/test_redis_apps.py`` runs it under uvicorn and hypercorn's trio worker.
 """
 
 from __future__ import annotations

@@ -9,16 +9,16 @@ set -euo pipefail
 # shellcheck source=scripts/_venv.sh
 source "$(dirname "${BASH_SOURCE[0]}")/_venv.sh"
 
-# Debian's chromium for tests/test_browser.py, where it is missing (a no-op
+# Debian's chromium for tests/external/test_browser.py, where it is missing (a no-op
 # when it is there; never fails: without it those tests skip, except in CI).
 if [[ -z "${SSE_SM_NO_CHROMIUM_INSTALL:-}" ]]; then
     bash "$(dirname "${BASH_SOURCE[0]}")/install_chromium.sh"
 fi
-# Debian's redis-server for tests/test_redis_backend.py, likewise.
+# Debian's redis-server for tests/external/test_redis_backend.py, likewise.
 if [[ -z "${SSE_SM_NO_REDIS_INSTALL:-}" ]]; then
     bash "$(dirname "${BASH_SOURCE[0]}")/install_redis.sh"
 fi
-# Debian's nginx for tests/test_deployments.py's proxy deployment, likewise.
+# Debian's nginx for tests/servers/test_deployments.py's proxy deployment, likewise.
 if [[ -z "${SSE_SM_NO_NGINX_INSTALL:-}" ]]; then
     bash "$(dirname "${BASH_SOURCE[0]}")/install_nginx.sh"
 fi

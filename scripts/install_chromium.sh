@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Install Debian's chromium for the browser tests (tests/test_browser.py) and
+# Install Debian's chromium for the browser tests (tests/external/test_browser.py) and
 # for `python -m examples.screenshot`, when no `chromium` is on PATH.
 #
 # Non-interactive, quiet and idempotent: it does nothing when chromium is

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install Debian's nginx for the deployment tests behind a reverse proxy
-# (tests/test_deployments.py), when no `nginx` is on PATH.
+# (tests/servers/test_deployments.py), when no `nginx` is on PATH.
 #
 # Non-interactive, quiet and idempotent: it does nothing when nginx is already
 # there.  It installs as root, or through `sudo -n` (never a password prompt).

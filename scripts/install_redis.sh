@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install Debian's redis-server for the Redis backend's tests
-# (tests/test_redis*.py) and for `python -m bench.hub_redis`, when no
+# (tests/external/test_redis*.py) and for `python -m bench.hub_redis`, when no
 # `redis-server` is on PATH.
 #
 # Non-interactive, quiet and idempotent: it does nothing when redis-server is

@@ -37,7 +37,7 @@ Invariants:
   open after the server has finished: anyio's asyncio worker threads are not
   daemons, and an interpreter exits only after joining those, so a generator
   blocked in ``time.sleep(3)`` (or forever, in ``queue.get()``) delayed a
-  hypercorn worker's exit by as long (tests/test_real_servers.py).
+  hypercorn worker's exit by as long (tests/servers/test_real_servers.py).
 
 Thread safety: the pool is shared by every event loop and thread of the
 process behind one lock; each call reports back to the loop that awaits it

@@ -1,7 +1,7 @@
 """The demo app under a real server, and a headless Chromium to look at it.
 
-Shared by ``tests/test_demo.py`` (HTTP-level checks of the demo) and
-``tests/test_browser.py`` (the page driven in a browser):
+Shared by ``tests/servers/test_demo.py`` (HTTP-level checks of the demo) and
+``tests/external/test_browser.py`` (the page driven in a browser):
 
 * :func:`running_demo` serves ``examples.demo_app:app`` the way
   :func:`tests._servers.running_server` serves the test app: on a loopback

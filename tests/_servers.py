@@ -79,7 +79,7 @@ KILL_TIMEOUT = 10.0
 LISTEN_BACKLOG = 1024
 
 
-#: The deployments of ``tests/test_deployments.py``: what users run in production.
+#: The deployments of ``tests/servers/test_deployments.py``: what users run in production.
 DEPLOYMENT_KINDS: tuple[str, ...] = (
     "uvicorn-standard",
     "uvicorn-workers-2",

@@ -1,4 +1,4 @@
-"""The app ``tests/test_real_servers.py`` and ``tests/test_deployments.py`` run.
+"""The app ``tests/servers/test_real_servers.py`` and ``tests/servers/test_deployments.py`` run.
 
 Written as an sse-starlette user would write it, with nothing that knows about
 the server: no adapter, no lifespan hook, no signal handler.  Its streams
@@ -35,7 +35,7 @@ stream, and the log is shared.
 
 Besides ``app``, the same routes are served behind Starlette's
 ``GZipMiddleware`` (``gzip_app``) and behind a ``BaseHTTPMiddleware``
-subclass (``base_http_app``), as ``tests/test_deployments.py`` runs them.
+subclass (``base_http_app``), as ``tests/servers/test_deployments.py`` runs them.
 """
 
 from __future__ import annotations

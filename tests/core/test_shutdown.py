@@ -44,8 +44,7 @@ from sse_sm._server_shutdown import (
 )
 from sse_sm.sse import AppStatus
 from sse_sm.testing import stream
-
-from ._support import fresh_sync_pool, http_scope, never_receive
+from tests._support import fresh_sync_pool, http_scope, never_receive
 
 
 class Ticker:

@@ -59,7 +59,7 @@ from tests._servers import (
     time_stamped_events,
 )
 from tests.realserver_app import FAREWELL_GRACE_SECONDS
-from tests.test_real_servers import (
+from tests.servers.test_real_servers import (
     EXIT_SLACK,
     OVERTIME,
     SOURCE_PAUSE,

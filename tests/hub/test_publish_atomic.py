@@ -27,9 +27,8 @@ import pytest
 from sse_sm import Hub, MemoryBackend, ServerSentEvent, SlowConsumerError
 from sse_sm.hub._buffers import DropMarker
 from sse_sm.hub._replay import Entry, MemoryReplayStore
-
-from ._redis import RedisServer, require_coredis, running_redis
-from .test_hub import data_of, gaps_of, join, parse, read_available
+from tests._redis import RedisServer, require_coredis, running_redis
+from tests.hub.test_hub import data_of, gaps_of, join, parse, read_available
 
 #: More decimal digits than Python writes by default: no encoder can write it.
 HUGE = 10**5000

@@ -35,7 +35,7 @@ require_coredis()
 
 pytestmark = pytest.mark.real_server
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 APP = "examples.redis_app:app"
 #: hypercorn spawns a fresh interpreter for its worker; slow on a busy machine.
 STARTUP_TIMEOUT = 30.0

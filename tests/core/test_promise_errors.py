@@ -26,8 +26,7 @@ from sse_sm import (
     SlowConsumerPolicy,
     State,
 )
-
-from ._promise import drive, numbers
+from tests._promise import drive, numbers
 
 pytestmark = pytest.mark.anyio
 

@@ -29,8 +29,7 @@ from sse_sm import (
 )
 from sse_sm._sources import _Call, _WorkerPool, open_source
 from sse_sm.testing import SSEStream, stream
-
-from ._support import fresh_sync_pool
+from tests._support import fresh_sync_pool
 
 #: Seconds a gated generator waits at most (a failing test must not hang).
 GATE_BOUND = 10.0

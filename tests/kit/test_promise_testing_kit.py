@@ -20,8 +20,7 @@ from starlette.types import Receive, Scope, Send
 
 from sse_sm import EventSourceResponse
 from sse_sm.testing import EventStreamParser, parse_event_stream, stream
-
-from ._promise import numbers
+from tests._promise import numbers
 
 
 async def _two_events(scope: Scope, receive: Receive, send: Send) -> None:

@@ -39,9 +39,8 @@ from examples.demo_app import (
 )
 from sse_sm import TRANSITIONS, Arc, State, Trigger
 from sse_sm.testing import Event, EventStreamParser, stream
-
-from ._browser import DEMO_KINDS, REPO_ROOT, api_state, running_demo
-from ._servers import ServerProcess
+from tests._browser import DEMO_KINDS, REPO_ROOT, api_state, running_demo
+from tests._servers import ServerProcess
 
 STREAM_TIMEOUT = 10.0
 STOP_TIMEOUT = 10.0

@@ -21,7 +21,7 @@ from sse_sm._diagram import (
     mermaid,
 )
 
-DESIGN = Path(__file__).resolve().parent.parent / "docs" / "design.md"
+DESIGN = Path(__file__).resolve().parents[2] / "docs" / "design.md"
 ROW = re.compile(r"^\| `(\w+)` \| `(\w+)` \| `(\w+)` \| (?:`(\w+)`|—) \|$")
 
 

@@ -33,8 +33,7 @@ from sse_sm import (
     Transition,
 )
 from sse_sm._state import CLEAN_END_REASONS
-
-from ._promise import Boom, drive, forever, leaf, numbers
+from tests._promise import Boom, drive, forever, leaf, numbers
 
 
 def _closed_with_reason(response: EventSourceResponse) -> None:

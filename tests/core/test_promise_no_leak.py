@@ -35,8 +35,7 @@ from sse_sm import (
 )
 from sse_sm._connection import Connection
 from sse_sm.hub._subscription import Subscription
-
-from ._promise import drive
+from tests._promise import drive
 
 pytestmark = pytest.mark.anyio
 

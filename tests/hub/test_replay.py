@@ -27,8 +27,7 @@ from sse_sm.hub._replay import (
     last_event_id,
 )
 from sse_sm.testing import parse_event_stream
-
-from ._support import http_scope
+from tests._support import http_scope
 
 
 class FakeClock:

@@ -28,8 +28,7 @@ from sse_sm import (
     Transition,
     Trigger,
 )
-
-from ._support import http_scope, never_receive
+from tests._support import http_scope, never_receive
 
 if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup, ExceptionGroup

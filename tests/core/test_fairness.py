@@ -17,8 +17,7 @@ import anyio
 from starlette.types import Message
 
 from sse_sm import CloseReason, EventSourceResponse
-
-from ._support import http_scope
+from tests._support import http_scope
 
 GUARD = 3_000_000  # far more events than a fair loop needs before the disconnect lands
 

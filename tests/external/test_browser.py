@@ -26,9 +26,8 @@ import pytest
 
 from examples._chromium import Chromium, Page, launch
 from examples.demo_app import DRAIN_RETRY_MS, END_RETRY_MS
-
-from ._browser import DEMO_KINDS, api_state, chromium_or_skip, running_demo
-from ._servers import ServerProcess
+from tests._browser import DEMO_KINDS, api_state, chromium_or_skip, running_demo
+from tests._servers import ServerProcess
 
 pytestmark = pytest.mark.real_server
 

@@ -29,7 +29,7 @@ from sse_sm.hub._replay import Entry, Gap, GapReason, Replay
 from sse_sm.hub._subscription import Subscription
 from sse_sm.testing import parse_event_stream
 from tests._redis import RedisServer, require_coredis, running_redis
-from tests.test_redis_backend import FAST, WAIT, Reader, backend_of, joined, process
+from tests.external.test_redis_backend import FAST, WAIT, Reader, backend_of, joined, process
 
 require_coredis()
 

@@ -17,9 +17,8 @@ import pytest
 from starlette.types import Message
 
 from sse_sm import CloseReason, EventSourceResponse, State, TransitionError
-
-from ._promise import drive, leaf, numbers
-from ._support import http_scope, websocket_scope
+from tests._promise import drive, leaf, numbers
+from tests._support import http_scope, websocket_scope
 
 pytestmark = pytest.mark.anyio
 

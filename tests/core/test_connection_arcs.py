@@ -28,8 +28,7 @@ from sse_sm import (
     Trigger,
 )
 from sse_sm.testing import Comment, Event, SSEStream, stream
-
-from ._support import http_scope, never_receive
+from tests._support import http_scope, never_receive
 
 LEGAL = {(arc.source, arc.trigger): arc for arc in TRANSITIONS}
 

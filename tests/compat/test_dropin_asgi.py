@@ -34,8 +34,7 @@ from sse_sm import (
     default_drain_coordinator,
 )
 from sse_sm.sse import AppStatus
-
-from ._support import http_scope, never_receive
+from tests._support import http_scope, never_receive
 
 
 async def _one_then_wait() -> AsyncIterator[str]:

@@ -28,8 +28,7 @@ from sse_sm import (
     SlowConsumerPolicy,
     Subscription,
 )
-
-from .test_hub import join, parse, read_available, wait_until
+from tests.hub.test_hub import join, parse, read_available, wait_until
 
 # ------------------------------------------------------------------ garbage
 

@@ -30,9 +30,8 @@ from sse_sm import (
     Trigger,
 )
 from sse_sm.testing import SSEStream, stream
-
-from ._support import http_scope, never_receive
-from .test_hub import wait_until
+from tests._support import http_scope, never_receive
+from tests.hub.test_hub import wait_until
 
 
 class TickerApp:

@@ -46,8 +46,7 @@ from sse_sm import (
 )
 from sse_sm._state import CLEAN_END_REASONS
 from sse_sm.testing import SSEStream, parse_event_stream, stream
-
-from ._support import fresh_sync_pool
+from tests._support import fresh_sync_pool
 
 LEGAL = {(arc.source, arc.trigger): arc for arc in TRANSITIONS}
 

@@ -39,8 +39,7 @@ from sse_sm import (
     drain_coordinator_for,
 )
 from sse_sm.testing import Comment, Event, SSEStream, stream
-
-from ._support import http_scope, never_receive, websocket_scope
+from tests._support import http_scope, never_receive, websocket_scope
 
 # --------------------------------------------------------------------------- helpers
 

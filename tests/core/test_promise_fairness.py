@@ -23,8 +23,7 @@ import pytest
 from starlette.types import Message
 
 from sse_sm import CloseReason, EventSourceResponse, Hub, ServerSentEvent, SlowConsumerPolicy
-
-from ._promise import drive, numbers
+from tests._promise import drive, numbers
 
 pytestmark = pytest.mark.anyio
 
