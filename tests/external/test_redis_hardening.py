@@ -445,8 +445,9 @@ async def test_a_durable_restart_is_no_gap(tmp_path: Path) -> None:
             await reader.wait_for(20)
             server.kill()
             server.start()
-            while not backend_of(hub).statistics().reconnects:
-                await anyio.sleep(0.01)
+            # No wait for statistics().reconnects: coredis may retry the
+            # reader's blocked XREAD on a new connection by itself, and then
+            # the reader sees no failure to count (1 run in 6 under load).
             while True:
                 try:
                     ids.append(await hub.publish("t", "after"))
