@@ -6,7 +6,11 @@ The modules, each one job:
   Last-Event-ID parsing, and the gap signal;
 * ``_backend``: the backend protocol a hub stores and fans out through, and
   the in-process ``MemoryBackend``;
-* ``_buffers``: what the hub keeps per topic and per subscriber;
+* ``_buffers``: what the fan-out keeps per topic and per subscriber, and the
+  steps on one buffer (drop oldest, drop newest, free);
+* ``_fanout``: :class:`FanOut`, the one owner of topics, subscribers and
+  buffers, which the hub and every subscription go through (neither reaches
+  into the other);
 * ``_subscription``: one subscriber's async iterator;
 * ``_types``: the slow-consumer policies and the statistics records;
 * ``_hub``: :class:`Hub`, which publishes and fans out;

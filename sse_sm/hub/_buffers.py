@@ -1,4 +1,4 @@
-"""What the hub keeps per topic and per subscriber; internal to ``_hub`` and ``_subscription``.
+"""What the fan-out keeps per topic and per subscriber, and the steps on one buffer.
 
 Invariants:
 
@@ -211,6 +211,22 @@ class SubscriberState:
             first.absorb(second)  # a backend's hole met this one: one gap
             del buffer[head + 1]
         buffer.append(entry)
+
+    def drop_newest(self) -> None:
+        """DROP_NEWEST on a full buffer: the new entry joins the hole at the tail."""
+        buffer = self.buffer
+        last = buffer[-1]
+        if type(last) is DropMarker:
+            last.count += 1
+        else:
+            buffer.append(DropMarker())
+        self.dropped += 1
+
+    def free(self) -> None:
+        """Drop everything held: the buffer, its count and what was pending."""
+        self.buffer.clear()
+        self.count = 0
+        self.pending.clear()
 
     def wake(self) -> None:
         waiter = self.waiter

@@ -46,8 +46,6 @@ Invariants:
 from __future__ import annotations
 
 import threading
-import time
-from collections import deque
 from collections.abc import Callable, Mapping
 from types import MappingProxyType, TracebackType
 from typing import Any, Final, final
@@ -55,14 +53,13 @@ from typing import Any, Final, final
 import anyio
 import anyio.from_thread
 import anyio.lowlevel
-from anyio.lowlevel import EventLoopToken
 
-from .._clock import loop_clock
 from .._events import DEFAULT_SEPARATOR, ServerSentEvent, validate_sep
 from .._fairness import FAIRNESS_EVENTS, FAIRNESS_SLICE
 from ._backend import HubBackend, MemoryBackend
-from ._buffers import DropMarker, SubscriberState, Tally, TopicState
-from ._replay import Entry, Gap, last_event_id
+from ._buffers import Tally, TopicState
+from ._fanout import FanOut
+from ._replay import Entry, last_event_id
 from ._subscription import Subscription
 from ._types import HubStatistics, SlowConsumerPolicy, TopicStatistics
 
@@ -133,24 +130,17 @@ class Hub:
     """
 
     __slots__ = (
-        "_abandoned",
         "_backend",
         "_block_timeout",
         "_budget",
         "_buffer_size",
-        "_clock",
-        "_closed",
-        "_loop_thread",
+        "_fanout",
         "_policy",
         "_publish_waits",
         "_published",
-        "_retired",
         "_sep",
         "_stop_gaps",
         "_stop_listening",
-        "_subscribers",
-        "_token",
-        "_topics",
         "_yield_at",
     )
 
@@ -174,29 +164,20 @@ class Hub:
         self._block_timeout = block_timeout
         self._sep = validate_sep(sep)
         self._backend: HubBackend = MemoryBackend() if backend is None else backend
-        self._topics: dict[str, TopicState] = {}
-        self._subscribers = 0
+        #: Topics, subscribers and their buffers: shared with every Subscription.
+        self._fanout = fanout = FanOut()
         self._published = 0
         self._publish_waits = 0
-        self._retired = Tally()
-        self._closed = False
-        #: States of subscriptions collected without being closed; appended to
-        #: by finalizers on any thread, emptied on the loop.
-        self._abandoned: deque[SubscriberState] = deque()
-        self._token: EventLoopToken | None = None
-        self._loop_thread: int | None = None
         self._yield_at = 0.0
         self._budget = FAIRNESS_EVENTS
-        #: The bound loop's clock (set by _bind); until then nothing is published.
-        self._clock: Callable[[], float] = time.monotonic
-        self._stop_listening = self._backend.listen(self._fan_out)
+        self._stop_listening = self._backend.listen(fanout.deliver)
         # Optional in the protocol: a backend that can lose events on their way here.
         listen_gaps = getattr(self._backend, "listen_gaps", None)
         self._stop_gaps: Callable[[], None] | None = (
-            None if listen_gaps is None else listen_gaps(self._fan_out_gap)
+            None if listen_gaps is None else listen_gaps(fanout.deliver_gap)
         )
         try:
-            self._bind()
+            fanout.bind()
         except RuntimeError:
             pass  # created outside a loop: bound when first used
 
@@ -206,7 +187,7 @@ class Hub:
 
     @property
     def closed(self) -> bool:
-        return self._closed
+        return self._fanout.closed
 
     # ------------------------------------------------------------ subscribing
 
@@ -252,107 +233,14 @@ class Hub:
         elif request is not None:
             resume = _last_event_id(request)
         return Subscription(
-            self,
+            self._fanout,
+            self._backend,
+            self._sep,
             topic,
             resume,
             self._buffer_size if buffer_size is None else _check_size(buffer_size),
             self._policy if policy is None else _check_policy(policy),
         )
-
-    def _add_subscriber(
-        self, topic_name: str, policy: SlowConsumerPolicy, size: int
-    ) -> SubscriberState:
-        self._bind()
-        topic = self._topics.get(topic_name)
-        if topic is None:
-            topic = self._topics[topic_name] = TopicState(topic_name)
-        state = SubscriberState(topic, policy, size)
-        topic.subscribers[state] = None
-        self._subscribers += 1
-        return state
-
-    def _remove(self, state: SubscriberState) -> None:
-        """Take ``state`` out of its topic and keep its counters (idempotent, never suspends)."""
-        if state.removed:
-            return
-        state.removed = True
-        state.live = False
-        topic = state.topic
-        del topic.subscribers[state]
-        if state.blocks and state.count >= state.size:
-            self._made_room(state)
-        topic.retired.retire(state)
-        self._retired.retire(state)
-        self._subscribers -= 1
-        self._discard_if_idle(topic)
-
-    def _discard_if_idle(self, topic: TopicState) -> None:
-        if not topic.subscribers and not topic.waiting and self._topics.get(topic.name) is topic:
-            del self._topics[topic.name]
-
-    def _made_room(self, state: SubscriberState) -> None:
-        """A BLOCK subscriber is no longer full; wake the publisher when none is."""
-        topic = state.topic
-        topic.full_blockers -= 1
-        if not topic.full_blockers and topic.room is not None:
-            room, topic.room = topic.room, None
-            room.set()
-
-    def _let_go(self, state: SubscriberState, reason: str, *, refused: int) -> None:
-        """End a slow subscriber: free its buffer; its iterator raises SlowConsumerError."""
-        if state.removed:
-            return
-        state.failure = reason
-        state.dropped += state.count + refused
-        self._remove(state)
-        state.buffer.clear()
-        state.count = 0
-        state.pending.clear()
-        state.wake()
-
-    # ------------------------------------------------------------ garbage
-
-    def _abandon(self, state: SubscriberState) -> None:
-        """A finalizer's call, on any thread, at any point: defer the work to the loop."""
-        self._abandoned.append(state)
-        token = self._token
-        if token is None:
-            return
-        native: Any = token.native_token
-        try:
-            run_sync_soon = getattr(native, "run_sync_soon", None)  # trio.lowlevel.TrioToken
-            if run_sync_soon is not None:
-                run_sync_soon(self._reap)
-            else:  # an asyncio event loop
-                native.call_soon_threadsafe(self._reap)
-        except RuntimeError:
-            pass  # the loop is gone: reaped at the next subscribe or statistics()
-
-    def _reap(self) -> None:
-        abandoned = self._abandoned
-        while abandoned:
-            state = abandoned.popleft()
-            self._remove(state)
-            state.buffer.clear()
-            state.count = 0
-            state.pending.clear()
-
-    def _bind(self) -> None:
-        """Tie the hub to the running loop; refuse another loop while this one has subscribers."""
-        self._reap()
-        token = anyio.lowlevel.current_token()
-        bound = self._token
-        if bound is not None and bound.native_token is token.native_token:
-            return
-        if self._subscribers:
-            raise RuntimeError(
-                "this hub has subscribers on another event loop; a hub belongs to one loop"
-            )
-        self._token = token
-        self._loop_thread = threading.get_ident()
-        # The fairness slice in the loop's time, as the driver measures it
-        # (under trio's MockClock, time.monotonic would never end a slice).
-        self._clock = loop_clock()
 
     # ------------------------------------------------------------ publishing
 
@@ -384,12 +272,13 @@ class Hub:
             TypeError, ValueError: the item cannot be an event; the message
                 starts with the name of the field at fault.
         """
-        if self._closed:
+        fanout = self._fanout
+        if fanout.closed:
             raise anyio.ClosedResourceError
         event = _as_event(item, self._sep)
-        if self._token is None:
-            self._bind()
-        hub_topic = self._topics.get(topic)
+        if fanout.token is None:
+            fanout.bind()
+        hub_topic = fanout.topics.get(topic)
         if hub_topic is None:
             entry = await self._backend.publish(topic, event)
         else:
@@ -400,26 +289,27 @@ class Hub:
             hub_topic.published += 1
         self._published += 1
         self._budget -= 1
-        if self._budget <= 0 or self._clock() >= self._yield_at:
+        if self._budget <= 0 or fanout.clock() >= self._yield_at:
             await anyio.lowlevel.checkpoint()
             self._budget = FAIRNESS_EVENTS
-            self._yield_at = self._clock() + FAIRNESS_SLICE
+            self._yield_at = fanout.clock() + FAIRNESS_SLICE
         return entry.id
 
     async def _publish_when_room(self, topic: TopicState, event: ServerSentEvent) -> Entry:
+        fanout = self._fanout
         topic.waiting += 1
         self._publish_waits += 1
         try:
             if topic.turn is None:
                 topic.turn = anyio.Lock()
             async with topic.turn:
-                if topic.full_blockers and not self._closed:
+                if topic.full_blockers and not fanout.closed:
                     with anyio.move_on_after(self._block_timeout):
-                        while topic.full_blockers and not self._closed:
+                        while topic.full_blockers and not fanout.closed:
                             if topic.room is None:
                                 topic.room = anyio.Event()
                             await topic.room.wait()
-                if self._closed:
+                if fanout.closed:
                     raise anyio.ClosedResourceError
                 if topic.full_blockers:
                     reason = (
@@ -427,97 +317,11 @@ class Hub:
                         f"within {self._block_timeout} s"
                     )
                     for state in [s for s in topic.subscribers if s.blocks and s.count >= s.size]:
-                        self._let_go(state, reason, refused=0)
+                        fanout.let_go(state, reason, refused=0)
                 return await self._backend.publish(topic.name, event)
         finally:
             topic.waiting -= 1
-            self._discard_if_idle(topic)
-
-    def _fan_out(self, entry: Entry) -> None:
-        """The backend's listener: one entry into every subscriber's buffer.  Never suspends.
-
-        Never raises either: the entry is already stored, so a subscriber
-        that cannot take it (its buffer or its wake-up failed, which only a
-        bug or exhausted memory can do) is let go with the error as its
-        reason, like a slow consumer, and resumes from the store; the others
-        get the entry.  Raising instead would skip the subscribers after it
-        (a silent hole) and tell the publisher that a stored event failed.
-        """
-        topic = self._topics.get(entry.topic)
-        if topic is None:
-            return
-        position = entry.position
-        overflowed: list[SubscriberState] | None = None
-        failed: list[tuple[SubscriberState, Exception]] | None = None
-        for state in topic.subscribers:
-            if position <= state.after:
-                continue  # the replay already has it
-            try:
-                count = state.count
-                if count < state.size:
-                    state.buffer.append(entry)
-                    state.count = count = count + 1
-                    if count == state.size and state.blocks:
-                        topic.full_blockers += 1
-                    waiter = state.waiter
-                    if waiter is not None:
-                        state.waiter = None
-                        waiter.set()
-                    continue
-                policy = state.policy
-                buffer = state.buffer
-                if policy is SlowConsumerPolicy.DROP_OLDEST:
-                    state.drop_oldest(entry)
-                elif policy is SlowConsumerPolicy.DROP_NEWEST:
-                    last = buffer[-1]
-                    if type(last) is DropMarker:
-                        last.count += 1
-                    else:
-                        buffer.append(DropMarker())
-                    state.dropped += 1
-                else:  # DISCONNECT, or BLOCK reached by an entry that did not wait for room
-                    if overflowed is None:
-                        overflowed = []
-                    overflowed.append(state)
-            except Exception as exc:  # let go after the loop: it changes topic.subscribers
-                if failed is None:
-                    failed = []
-                failed.append((state, exc))
-        if overflowed is not None:
-            for state in overflowed:
-                reason = f"the subscriber to {topic.name!r} fell {state.size} events behind"
-                self._let_go(state, reason, refused=1)
-        if failed is not None:
-            for state, error in failed:
-                reason = (
-                    f"the subscriber to {topic.name!r} could not take event {entry.id!r} "
-                    f"(it resumes from the store): {error!r}"
-                )
-                self._let_go(state, reason, refused=1)
-
-    def _fan_out_gap(self, topic_name: str, gap: Gap, position: int | None) -> None:
-        """The backend's hole signal: a gap marker at the end of every live buffer.
-
-        Never suspends.  A subscriber whose replay already reaches the entry
-        after the hole (``position``) is skipped: its replay said what it had.
-        The marker joins a hole already at the end of the buffer, so markers
-        never sit side by side (the drop policies rely on that).
-        """
-        topic = self._topics.get(topic_name)
-        if topic is None:
-            return
-        for state in topic.subscribers:
-            if position is not None and position <= state.after:
-                continue
-            buffer = state.buffer
-            last = buffer[-1] if buffer else None
-            if type(last) is DropMarker:
-                last.add_lost(gap)
-            else:
-                marker = DropMarker(0)
-                marker.add_lost(gap)
-                buffer.append(marker)
-            state.wake()
+            fanout.discard_if_idle(topic)
 
     def publish_from_thread(self, topic: str, item: object) -> str:
         """:meth:`publish` from a thread that is not the hub's loop; blocks until done.
@@ -533,10 +337,10 @@ class Hub:
                 the loop's own thread (``await hub.publish(...)`` there).
             anyio.RunFinishedError: that loop is no longer running.
         """
-        token = self._token
+        token = self._fanout.token
         if token is None:
             raise RuntimeError("the hub has not been used on an event loop yet")
-        if threading.get_ident() == self._loop_thread:
+        if threading.get_ident() == self._fanout.loop_thread:
             raise RuntimeError("on the hub's own loop thread, await hub.publish() instead")
         return anyio.from_thread.run(self.publish, topic, item, token=token)
 
@@ -550,19 +354,12 @@ class Hub:
         waiting for room raise ``anyio.ClosedResourceError``; subscriptions
         iterated later end at once.
         """
-        if self._closed:
+        if self._fanout.closed:
             return
-        self._closed = True
         self._stop_listening()
         if self._stop_gaps is not None:
             self._stop_gaps()
-        for topic in self._topics.values():
-            if topic.room is not None:
-                room, topic.room = topic.room, None
-                room.set()
-            for state in topic.subscribers:
-                state.ended = True
-                state.wake()
+        self._fanout.close()
 
     async def __aenter__(self) -> Hub:
         return self
@@ -577,11 +374,12 @@ class Hub:
 
     def statistics(self) -> HubStatistics:
         """Counters and gauges now; call it on the hub's loop."""
-        self._reap()
+        fanout = self._fanout
+        fanout.reap()
         topics: dict[str, TopicStatistics] = {}
         totals = Tally()
-        totals.retire(self._retired)
-        for name, topic in self._topics.items():
+        totals.retire(fanout.retired)
+        for name, topic in fanout.topics.items():
             tally = Tally()
             tally.retire(topic.retired)
             buffered = 0
@@ -601,7 +399,7 @@ class Hub:
                 publishers_waiting=topic.waiting,
             )
         return HubStatistics(
-            subscribers=self._subscribers,
+            subscribers=fanout.subscribers,
             topics=MappingProxyType(topics),
             published=self._published,
             delivered=totals.delivered,
@@ -612,12 +410,13 @@ class Hub:
             buffered=sum(t.buffered for t in topics.values()),
             publishers_waiting=sum(t.publishers_waiting for t in topics.values()),
             publish_waits=self._publish_waits,
-            closed=self._closed,
+            closed=fanout.closed,
         )
 
     def __repr__(self) -> str:
-        state = "closed" if self._closed else "open"
-        return f"<Hub {state}: {self._subscribers} subscriber(s) on {len(self._topics)} topic(s)>"
+        fanout = self._fanout
+        state = "closed" if fanout.closed else "open"
+        return f"<Hub {state}: {fanout.subscribers} subscriber(s) on {len(fanout.topics)} topic(s)>"
 
 
 _last_event_id = last_event_id  # subscribe() has an argument of the same name

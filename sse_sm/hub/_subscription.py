@@ -23,14 +23,10 @@ from ._replay import Entry, Gap
 from ._types import SlowConsumerPolicy, SubscriptionStatistics
 
 if TYPE_CHECKING:
-    from ._hub import Hub
+    from ._backend import HubBackend
+    from ._fanout import FanOut
 
 __all__ = ("Subscription",)
-
-
-def _abandoned(hub: Hub, state: SubscriberState) -> None:
-    """The finalizer of a subscription that was collected while joined."""
-    hub._abandon(state)
 
 
 @final
@@ -51,11 +47,13 @@ class Subscription:
 
     __slots__ = (
         "__weakref__",
+        "_backend",
         "_closed",
+        "_fanout",
         "_finalizer",
-        "_hub",
         "_last_event_id",
         "_policy",
+        "_sep",
         "_size",
         "_state",
         "topic",
@@ -63,13 +61,17 @@ class Subscription:
 
     def __init__(
         self,
-        hub: Hub,
+        fanout: FanOut,
+        backend: HubBackend,
+        sep: str,
         topic: str,
         last_event_id: str | None,
         buffer_size: int,
         policy: SlowConsumerPolicy,
     ) -> None:
-        self._hub = hub
+        self._fanout = fanout
+        self._backend = backend
+        self._sep = sep
         self.topic = topic
         self._last_event_id = last_event_id
         self._size = buffer_size
@@ -96,7 +98,7 @@ class Subscription:
                     count = state.count
                     state.count = count - 1
                     if count == state.size and state.blocks:
-                        self._hub._made_room(state)
+                        self._fanout.made_room(state)
                     state.delivered += 1
                     state.last_id = item.id
                     return item.frame
@@ -122,7 +124,7 @@ class Subscription:
                     state.live = not state.removed
                 if isinstance(item, Gap):
                     state.gaps += 1
-                    return item.to_event(self._hub._sep).encode()
+                    return item.to_event(self._sep).encode()
                 state.delivered += 1
                 state.replayed += 1
                 state.last_id = item.id
@@ -157,7 +159,7 @@ class Subscription:
         count = state.count
         state.count = count - 1
         if count == state.size and state.blocks:
-            self._hub._made_room(state)
+            self._fanout.made_room(state)
         state.delivered += 1
         state.last_id = item.id
         return item.frame
@@ -171,17 +173,18 @@ class Subscription:
             next_id: str | None = following.id
         else:
             next_id = None
-        return item.gap(state.last_id, next_id).to_event(self._hub._sep).encode()
+        return item.gap(state.last_id, next_id).to_event(self._sep).encode()
 
     async def _join(self) -> None:
         """Join the topic first, then ask for the replay: no hole between the two."""
-        hub = self._hub
-        if hub.closed:
+        fanout = self._fanout
+        if fanout.closed:
             self._closed = True
             return
-        state = hub._add_subscriber(self.topic, self._policy, self._size)
+        state = fanout.join(self.topic, self._policy, self._size)
         self._state = state
-        finalizer = weakref.finalize(self, _abandoned, hub, state)
+        # Collected while joined: the fan-out lets go of it on its loop.
+        finalizer = weakref.finalize(self, fanout.abandon, state)
         finalizer.atexit = False
         self._finalizer = finalizer
         resume = self._last_event_id
@@ -190,7 +193,7 @@ class Subscription:
             return
         state.last_id = resume
         try:
-            replay = await hub.backend.replay(self.topic, resume)
+            replay = await self._backend.replay(self.topic, resume)
         except BaseException:
             self._release()
             raise
@@ -213,17 +216,15 @@ class Subscription:
         state.buffer = kept
         state.count = sum(1 for item in kept if type(item) is Entry)
         if was_full and state.blocks and state.count < state.size:
-            self._hub._made_room(state)
+            self._fanout.made_room(state)
 
     def _release(self) -> None:
         """Leave the topic and free the buffer; idempotent, never suspends."""
         self._closed = True
         state = self._state
         if state is not None:
-            self._hub._remove(state)
-            state.buffer.clear()
-            state.count = 0
-            state.pending.clear()
+            self._fanout.leave(state)
+            state.free()
             state.wake()
         if self._finalizer is not None:
             self._finalizer.detach()
