@@ -51,6 +51,7 @@ from ._exceptions import TransitionError
 __all__ = (
     "CLEAN_END_REASONS",
     "LATE_REPORTS",
+    "STATE_ORDER",
     "TRANSITIONS",
     "Arc",
     "CloseReason",
@@ -203,6 +204,11 @@ TRANSITIONS: Final[tuple[Arc, ...]] = (
 
 #: The initial state of every machine.
 INITIAL_STATE: Final = State.OPEN
+
+#: How far along its life a state is: a connection only ever moves forward.
+STATE_ORDER: Final[Mapping[State, int]] = MappingProxyType(
+    {State.OPEN: 0, State.STREAMING: 1, State.DRAINING: 2, State.CLOSED: 3}
+)
 
 #: Reports that may reach a ``CLOSED`` machine, and are dropped there.
 #:
@@ -358,6 +364,13 @@ class StateMachine:
     def add_listener(self, listener: TransitionListener) -> None:
         """Call ``listener`` synchronously after every change of state."""
         self._listeners.append(listener)
+
+    def remove_listener(self, listener: TransitionListener) -> None:
+        """Stop calling ``listener``; a listener not added is ignored."""
+        try:
+            self._listeners.remove(listener)
+        except ValueError:
+            pass
 
     def fire(self, trigger: Trigger, reason: str = "") -> Arc | None:
         """Take the arc for ``trigger`` from the current state and return it.

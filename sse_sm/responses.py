@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Final, TypeAlias, final
 
 import anyio
+import anyio.lowlevel
 from starlette.background import BackgroundTask
 from starlette.datastructures import MutableHeaders
 from starlette.responses import Response
@@ -34,7 +35,7 @@ from ._events import DEFAULT_SEPARATOR, MAX_RETRY, ServerSentEvent, validate_sep
 from ._exceptions import TransitionError
 from ._shutdown import DrainCoordinator, default_drain_coordinator, drain_coordinator_for
 from ._sources import ClosableSource, open_source
-from ._state import CloseReason, State, StateMachine, Transition, Trigger
+from ._state import STATE_ORDER, CloseReason, State, StateMachine, Transition, Trigger
 from ._validation import (
     check_awaitable_callable,
     check_callable,
@@ -271,6 +272,31 @@ class EventSourceResponse(Response):
     def active(self) -> bool:
         """sse-starlette's flag, derived: True until the connection is CLOSED."""
         return self._machine.state is not State.CLOSED
+
+    async def wait_until(self, state: State) -> None:
+        """Wait until the connection is in ``state`` or past it; then return.
+
+        A connection only moves forward (OPEN, STREAMING, DRAINING, CLOSED),
+        and ``CLOSED`` ends every wait: waiting for DRAINING returns at the
+        close of a stream that never drained, so read :attr:`state` after.
+        Event-driven (no polling), a checkpoint even when already there, and
+        for the connection's own event loop only (not thread-safe).
+        """
+        machine = self._machine
+        if STATE_ORDER[machine.state] >= STATE_ORDER[state]:
+            await anyio.lowlevel.checkpoint()
+            return
+        reached = anyio.Event()
+
+        def listener(transition: Transition) -> None:
+            if STATE_ORDER[transition.target] >= STATE_ORDER[state]:
+                reached.set()
+
+        machine.add_listener(listener)
+        try:
+            await reached.wait()
+        finally:
+            machine.remove_listener(listener)
 
     def statistics(self) -> StreamStatistics:
         machine = self._machine

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from ._client import SSEStream as SSEStream
 from ._client import stream as stream
+from ._client import wait_for_close as wait_for_close
+from ._client import wait_for_state as wait_for_state
 from ._parser import Comment as Comment
 from ._parser import Event as Event
 from ._parser import EventStreamParser as EventStreamParser
@@ -23,4 +25,6 @@ __all__ = (
     "parse_event_stream",
     "stream",
     "SSEStream",
+    "wait_for_state",
+    "wait_for_close",
 )

@@ -36,10 +36,12 @@ import anyio
 import anyio.lowlevel
 from starlette.types import ASGIApp, Message
 
+from .._state import CloseReason, State
 from .._validation import check_headers, check_seconds
+from ..responses import EventSourceResponse
 from ._parser import Comment, Event, EventStreamParser
 
-__all__ = ("SSEStream", "stream")
+__all__ = ("SSEStream", "stream", "wait_for_close", "wait_for_state")
 
 _T = TypeVar("_T")
 
@@ -589,3 +591,23 @@ async def stream(
         )
     if raise_app_exceptions and sse.app_exception is not None:
         raise sse.app_exception
+
+
+# --------------------------------------------------------------------------- waiters
+
+
+async def wait_for_state(response: EventSourceResponse, state: State) -> None:
+    """Wait, without polling, until ``response``'s connection is in ``state`` or past it.
+
+    ``CLOSED`` ends every wait (see :meth:`EventSourceResponse.wait_until`);
+    bound it with ``anyio.fail_after`` in a test.
+    """
+    await response.wait_until(state)
+
+
+async def wait_for_close(response: EventSourceResponse) -> CloseReason:
+    """Wait, without polling, until ``response``'s connection is CLOSED; its close reason."""
+    await response.wait_until(State.CLOSED)
+    reason = response.close_reason
+    assert reason is not None  # CLOSED always has one
+    return reason

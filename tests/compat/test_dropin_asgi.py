@@ -34,6 +34,7 @@ from sse_sm import (
     default_drain_coordinator,
 )
 from sse_sm.sse import AppStatus
+from sse_sm.testing import wait_for_state
 from tests._support import http_scope, never_receive
 
 
@@ -176,8 +177,7 @@ def app_status() -> Iterator[type[AppStatus]]:
 
 
 async def _await_state(response: EventSourceResponse, state: State) -> None:
-    while response.state is not state:
-        await anyio.sleep(0.001)
+    await wait_for_state(response, state)
 
 
 async def test_a_raw_asgi_stream_gets_the_process_default_coordinator() -> None:
@@ -222,8 +222,9 @@ async def test_app_status_drains_a_stream_under_a_bare_router(
     with anyio.fail_after(5):
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(router, http_scope(), never_receive, send)
-            while not responses or responses[0].state is not State.STREAMING:
-                await anyio.sleep(0.001)
+            while not responses:
+                await anyio.lowlevel.checkpoint()  # the endpoint runs at the next step
+            await wait_for_state(responses[0], State.STREAMING)
             app_status.should_exit = True
     assert responses[0].close_reason is CloseReason.SHUTDOWN_FORCED
     assert sent[-1] == {"type": "http.response.body", "body": b"", "more_body": False}

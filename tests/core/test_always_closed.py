@@ -28,6 +28,7 @@ from sse_sm import (
     Transition,
     Trigger,
 )
+from sse_sm.testing import wait_for_state
 from tests._support import http_scope, never_receive
 
 if sys.version_info < (3, 11):
@@ -303,10 +304,6 @@ async def test_a_head_answer_whose_send_raises_any_base_exception_closes_with_er
     assert source.closed
 
 
-def _state(response: EventSourceResponse) -> State:
-    return response.state  # read anew each time (no narrowing across awaits)
-
-
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])
 @pytest.mark.parametrize("where", ["source", "farewell"])
 async def test_a_server_cancelling_the_task_itself_is_a_cancellation(
@@ -343,14 +340,12 @@ async def test_a_server_cancelling_the_task_itself_is_a_cancellation(
     )
     task = asyncio.ensure_future(response(http_scope(), never_receive, send))
     with anyio.fail_after(5):
-        while _state(response) is not State.STREAMING:
-            await asyncio.sleep(0.001)
+        await wait_for_state(response, State.STREAMING)
         coordinator.request_drain("test")
         if where == "farewell":
             await farewell_started.wait()
         else:
-            while _state(response) is not State.DRAINING:
-                await asyncio.sleep(0.001)
+            await wait_for_state(response, State.DRAINING)
             await asyncio.sleep(0.01)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):

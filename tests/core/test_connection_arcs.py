@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import pytest
 from starlette.types import Message, Receive, Scope, Send
 
@@ -119,9 +120,10 @@ def assert_clean(sse: SSEStream) -> None:
 async def wait_for_state(
     response_of: Callable[[], EventSourceResponse | None], state: State
 ) -> None:
-    """Wait, on the loop, until the response reaches ``state`` (bounded by the caller)."""
-    while (response := response_of()) is None or response.state is not state:
-        await anyio.sleep(0.001)
+    """Wait until the response exists and reaches ``state`` (bounded by the caller)."""
+    while (response := response_of()) is None:
+        await anyio.lowlevel.checkpoint()  # the app builds it at its next step
+    await response.wait_until(state)
 
 
 # --------------------------------------------------------------------- OPEN
