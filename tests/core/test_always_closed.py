@@ -31,6 +31,8 @@ from sse_sm import (
 from sse_sm.testing import wait_for_state
 from tests._support import http_scope, never_receive
 
+pytestmark = pytest.mark.time_driven
+
 if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup, ExceptionGroup
 

@@ -31,6 +31,8 @@ from sse_sm import (
 from sse_sm.testing import Comment, Event, SSEStream, stream
 from tests._support import http_scope, never_receive
 
+pytestmark = pytest.mark.time_driven
+
 LEGAL = {(arc.source, arc.trigger): arc for arc in TRANSITIONS}
 
 

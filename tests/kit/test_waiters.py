@@ -12,6 +12,8 @@ from sse_sm import CloseReason, DrainCoordinator, EventSourceResponse, State
 from sse_sm.testing import wait_for_close, wait_for_state
 from tests._support import http_scope, never_receive
 
+pytestmark = pytest.mark.time_driven
+
 
 async def _hello_then_wait() -> AsyncIterator[str]:
     yield "hello"
