@@ -28,6 +28,13 @@ This is the only module that does I/O.  Its invariants:
 * **Fairness.**  A source that never awaits cannot starve the loop: the pump
   checkpoints after at most ``FAIRNESS_SLICE`` seconds or ``FAIRNESS_EVENTS``
   events without one.
+
+Why one module of this length: the pump and the watcher keep their
+invariants together (``_sending``, ``_last_send_at``, the phase scope, the
+late reports), and every path from OPEN to CLOSED (headers, the phase, a
+drain's end, an outside cancellation, the bounded sends) has to be read with
+them; split over files, that protocol would be harder to check, not easier.
+About a third of it is docstrings and comments.
 """
 
 from __future__ import annotations

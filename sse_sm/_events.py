@@ -38,6 +38,11 @@ Decisions the spec leaves to us (see docs/design.md, "Encoding"):
   encodes.  The event is still sent whole.
 
 Spec: https://html.spec.whatwg.org/multipage/server-sent-events.html#event-stream-interpretation
+
+Why one module of this length: the encoder's fast paths (an exact dict, an
+exact event, a multi-line str) skip checks only because construction already
+made them, so the checks and the fast paths that rely on them stay side by
+side.
 """
 
 from __future__ import annotations

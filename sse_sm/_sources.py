@@ -42,6 +42,10 @@ Invariants:
 Thread safety: the pool is shared by every event loop and thread of the
 process behind one lock; each call reports back to the loop that awaits it
 through that loop's thread-safe entry point.
+
+Why one module of this length: the sync source and the thread pool it
+runs on share one locking protocol (a ``next()`` in flight, a close asked
+for, a call withdrawn from the waiting line); the async wrapper is small.
 """
 
 from __future__ import annotations

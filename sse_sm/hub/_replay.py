@@ -34,6 +34,10 @@ Invariants:
   a log that was dropped and created again.
 
 Spec: https://html.spec.whatwg.org/multipage/server-sent-events.html#the-last-event-id-header
+
+Why one module of this length: the store's log, the parsing of a client's
+Last-Event-ID and the gap signal define one contract (what a resume
+returns); they are pure (no event loop) and tested as one.
 """
 
 from __future__ import annotations

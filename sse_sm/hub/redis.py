@@ -55,6 +55,12 @@ Invariants:
 * **Bounded waits.**  Every command runs under a deadline: a publish that
   Redis does not answer raises :class:`RedisUnavailableError` after
   ``command_timeout`` seconds instead of hanging.
+
+Why one module of this length: the publish script, the reader's snapshot
+script and the reader itself share one storage format (the frame, its
+separator, its number ``n``) and one idea of a hole; keeping them together
+keeps that format in one place.  The reader (with its failure logging and
+fairness) is the part to move out first if it grows.
 """
 
 from __future__ import annotations

@@ -14,6 +14,12 @@ instead.  Invariants (:func:`stream` and :class:`SSEStream`):
   an exception raised inside the app would change the very behaviour under test.
 * There is no module-level mutable state: every stream owns its parser, queue
   and events, so concurrent tests cannot see each other's traffic.
+
+Why one module of this length: it plays an ASGI server (the scope, a
+``receive`` that hands over the disconnect, a ``send`` that checks every
+message against the protocol) and the reader that parses what is sent; the
+protocol checks are most of it, and they belong next to the ``send`` they
+judge.
 """
 
 from __future__ import annotations

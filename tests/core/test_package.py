@@ -171,3 +171,14 @@ def test_nothing_cites_files_outside_the_repository() -> None:
             text = path.read_text(encoding="utf-8", errors="replace")
             for marker in ("FIELD" + "-NOTES", "../" + "shared/", "STYLE" + ".md"):
                 assert marker not in text, f"{path.relative_to(root)} cites {marker}"
+
+
+def test_a_module_over_about_400_lines_says_why_at_its_top() -> None:
+    for path in _modules():
+        lines = path.read_text(encoding="utf-8").splitlines()
+        if len(lines) <= 430:
+            continue
+        docstring = ast.get_docstring(ast.parse("\n".join(lines))) or ""
+        assert "Why one module of this length" in docstring, (
+            f"{path.relative_to(PACKAGE)} has {len(lines)} lines and no reason at its top"
+        )
