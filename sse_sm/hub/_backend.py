@@ -31,12 +31,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Protocol, final
+from typing import Generic, Protocol, TypeVar, final
 
 from .._events import ServerSentEvent
 from ._replay import Entry, Gap, MemoryReplayStore, Replay, random_epoch
 
-__all__ = ("EntryListener", "GapListener", "HubBackend", "MemoryBackend")
+__all__ = ("EntryListener", "GapListener", "HubBackend", "Listeners", "MemoryBackend")
 
 #: A hub's fan-out: called with every entry published to any topic.
 EntryListener = Callable[[Entry], None]
@@ -79,6 +79,33 @@ class HubBackend(Protocol):
         ...
 
 
+_L = TypeVar("_L", bound=Callable[..., None])
+
+
+@final
+class Listeners(Generic[_L]):
+    """The callbacks a backend calls: added and stopped at any time, even during a call.
+
+    ``current`` is a tuple replaced on every change, so a backend iterates it
+    without a copy, and a listener that stops another (or itself) while being
+    called cannot upset the iteration.  On the backend's loop only.
+    """
+
+    __slots__ = ("current",)
+
+    def __init__(self) -> None:
+        self.current: tuple[_L, ...] = ()
+
+    def add(self, listener: _L) -> Callable[[], None]:
+        """Add ``listener``; returns the function that stops it (idempotent)."""
+        self.current = (*self.current, listener)
+
+        def stop() -> None:
+            self.current = tuple(known for known in self.current if known is not listener)
+
+        return stop
+
+
 @final
 class MemoryBackend:
     """The embedded backend: a :class:`~sse_sm.MemoryReplayStore` and in-process fan-out.
@@ -109,7 +136,7 @@ class MemoryBackend:
         self.store = MemoryReplayStore(
             max_events=max_events, max_age=max_age, clock=clock, new_epoch=new_epoch
         )
-        self._listeners: tuple[EntryListener, ...] = ()
+        self._listeners = Listeners[EntryListener]()
 
     async def publish(self, topic: str, event: ServerSentEvent) -> Entry:
         """Store and fan out at once; never suspends (see the module's invariants).
@@ -119,7 +146,7 @@ class MemoryBackend:
         only once the entry is stored, and do not raise.
         """
         entry = self.store.append_nowait(topic, event)
-        for listener in self._listeners:
+        for listener in self._listeners.current:
             listener(entry)
         return entry
 
@@ -128,11 +155,4 @@ class MemoryBackend:
         return self.store.replay_nowait(topic, last_event_id)
 
     def listen(self, listener: EntryListener) -> Callable[[], None]:
-        # A tuple, replaced on change: publish iterates it without a copy, and
-        # a listener that stops another during a publish cannot upset the loop.
-        self._listeners = (*self._listeners, listener)
-
-        def stop() -> None:
-            self._listeners = tuple(known for known in self._listeners if known is not listener)
-
-        return stop
+        return self._listeners.add(listener)

@@ -89,7 +89,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 
 from .._events import ServerSentEvent
 from .._fairness import FAIRNESS_EVENTS, FAIRNESS_SLICE
-from ._backend import EntryListener, GapListener
+from ._backend import EntryListener, GapListener, Listeners
 from ._replay import Entry, Gap, GapReason, Replay
 
 __all__ = ("RedisBackend", "RedisBackendStatistics", "RedisUnavailableError", "parse_stream_id")
@@ -457,8 +457,8 @@ class RedisBackend:
         self._read_count = read_count
         self._reconnect_delay = (float(first), float(longest))
         self._max_connections = max_connections
-        self._listeners: tuple[EntryListener, ...] = ()
-        self._gap_listeners: tuple[GapListener, ...] = ()
+        self._listeners = Listeners[EntryListener]()
+        self._gap_listeners = Listeners[GapListener]()
         self._gaps = 0
         self._snapshot_digest: str | None = None
         self._publish_digest: str | None = None
@@ -548,12 +548,7 @@ class RedisBackend:
 
     def listen(self, listener: EntryListener) -> Callable[[], None]:
         """Call ``listener`` with every entry the readers receive; returns its stop function."""
-        self._listeners = (*self._listeners, listener)
-
-        def stop() -> None:
-            self._listeners = tuple(known for known in self._listeners if known is not listener)
-
-        return stop
+        return self._listeners.add(listener)
 
     def listen_gaps(self, listener: GapListener) -> Callable[[], None]:
         """Call ``listener`` with every hole a reader finds; returns its stop function.
@@ -564,14 +559,7 @@ class RedisBackend:
         :class:`~sse_sm.Hub` registers here, and each live subscriber of the
         topic yields one ``sse_sm.gap`` event at the place of the hole.
         """
-        self._gap_listeners = (*self._gap_listeners, listener)
-
-        def stop() -> None:
-            self._gap_listeners = tuple(
-                known for known in self._gap_listeners if known is not listener
-            )
-
-        return stop
+        return self._gap_listeners.add(listener)
 
     async def publish(self, topic: str, event: ServerSentEvent) -> Entry:
         """``XADD`` the event; its stream id becomes its SSE id.
@@ -891,7 +879,7 @@ class RedisBackend:
                 foreign.append(f"{text} {sorted(map(_text, fields))}")
                 continue
             self._received += 1
-            for listener in self._listeners:
+            for listener in self._listeners.current:
                 try:
                     listener(entry)
                 except Exception:
@@ -982,7 +970,7 @@ class RedisBackend:
         logger.warning(
             "Redis backend: topic %r: %s; live subscribers get an sse_sm.gap event", topic, why
         )
-        for listener in self._gap_listeners:
+        for listener in self._gap_listeners.current:
             try:
                 listener(topic, gap, position)
             except Exception:
