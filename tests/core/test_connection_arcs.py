@@ -490,7 +490,7 @@ async def test_draining_to_draining_on_shutdown_requested() -> None:
             await wait_for_state(lambda: endpoint.response, State.DRAINING)
             coordinator.reset()
             coordinator.request_drain("second")
-            while endpoint.resp._machine.count(Trigger.SHUTDOWN_REQUESTED) == 0:
+            while endpoint.resp._machine.count(Trigger.SHUTDOWN_REQUESTED) == 0:  # noqa: ASYNC110 - a self-loop (SHUTDOWN_REQUESTED again) calls no listener
                 await anyio.sleep(0.001)
             assert endpoint.resp.state is State.DRAINING
             assert [t.reason for t in endpoint.resp.history] == ["status 200", "first"]

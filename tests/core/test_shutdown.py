@@ -89,7 +89,7 @@ def app_serving(make: Any) -> tuple[Starlette, list[EventSourceResponse]]:
 
 
 async def wait_until(predicate: Any) -> None:
-    while not predicate():
+    while not predicate():  # noqa: ASYNC110 - a thread's progress has no event on the loop
         await anyio.sleep(0.002)
 
 
@@ -546,7 +546,7 @@ async def test_a_send_timeout_closes_the_source_while_the_send_is_stuck(
             with anyio.fail_after(3):
                 await wait_until(lambda: response.state is State.CLOSED)
                 if sync_source:
-                    while not closed_in_thread.is_set():
+                    while not closed_in_thread.is_set():  # noqa: ASYNC110 - a thread's progress has no event on the loop
                         await anyio.sleep(0.005)
                 else:
                     await finally_ran.wait()
@@ -580,7 +580,7 @@ async def test_a_sync_source_blocked_in_next_never_holds_the_process_open() -> N
     with fresh_sync_pool(idle_seconds=0.05) as pool, anyio.fail_after(5):
         async with stream(app, "/events") as sse:
             await sse.next_event()
-            while not in_next.is_set():
+            while not in_next.is_set():  # noqa: ASYNC110 - a thread's progress has no event on the loop
                 await anyio.sleep(0.005)
             workers = list(source_threads() - earlier)
             assert workers, "no worker thread"
@@ -591,6 +591,6 @@ async def test_a_sync_source_blocked_in_next_never_holds_the_process_open() -> N
         assert responses[0].close_reason is CloseReason.CLIENT_DISCONNECTED
         assert not closed.is_set(), "next() is still blocked: it closes when that returns"
         unblock.set()
-        while any(worker.is_alive() for worker in workers) or not closed.is_set():
+        while any(worker.is_alive() for worker in workers) or not closed.is_set():  # noqa: ASYNC110 - a thread's progress has no event on the loop
             await anyio.sleep(0.005)
         assert pool.threads == 0

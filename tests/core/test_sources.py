@@ -37,7 +37,7 @@ THREAD_NAME = "sse_sm sync source"
 
 
 async def wait_until(predicate: Any) -> None:
-    while not predicate():
+    while not predicate():  # noqa: ASYNC110 - a worker thread's progress has no event on the loop
         await anyio.sleep(0.002)
 
 

@@ -236,7 +236,7 @@ async def test_the_reader_yields_within_a_burst(redis: RedisServer) -> None:
             backend.listen(slow_listener)
             tasks.start_soon(probe)
             await burst(client, "sse_sm:t", 1000, 10_000)
-            while len(seen) < 1000:
+            while len(seen) < 1000:  # noqa: ASYNC110 - Redis and the reader run outside this task; bounded by fail_after
                 await anyio.sleep(0.01)
             tasks.cancel_scope.cancel()
     longest = max(sum(1 for _ in run) for run in _runs(seen))
@@ -299,7 +299,7 @@ async def test_a_key_of_the_wrong_type_is_a_logged_error_and_the_reader_recovers
                 reader = Reader(hub.subscribe("t"))
                 tasks.start_soon(reader.run)
                 await joined(hub)
-                while backend_of(hub).statistics().errors < 4:
+                while backend_of(hub).statistics().errors < 4:  # noqa: ASYNC110 - Redis and the reader run outside this task; bounded by fail_after
                     await anyio.sleep(0.01)
                 errors = records(caplog, logging.ERROR)
                 # One error for the run of failures, not one per retry.
@@ -412,7 +412,7 @@ async def test_a_restart_that_lost_the_stream_is_an_unknown_gap(
             with pytest.raises(RedisUnavailableError):
                 await publisher.publish("t", "refused")
             server.start()  # same port, empty: nothing was saved
-            while not backend_of(subscriber).statistics().reconnects:
+            while not backend_of(subscriber).statistics().reconnects:  # noqa: ASYNC110 - Redis and the reader run outside this task; bounded by fail_after
                 await anyio.sleep(0.01)
             for i in range(5):
                 while True:  # the publisher's pool may still hold a dead connection
