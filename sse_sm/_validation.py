@@ -18,12 +18,14 @@ from __future__ import annotations
 import inspect
 import math
 from collections.abc import Mapping
-from typing import Final
+from typing import Final, TypeVar
 
 __all__ = (
     "check_awaitable_callable",
     "check_callable",
+    "check_count",
     "check_headers",
+    "check_instance",
     "check_media_type",
     "check_retry_range",
     "check_seconds",
@@ -32,6 +34,7 @@ __all__ = (
 )
 
 _MAX_SHOWN: Final = 80
+_T = TypeVar("_T")
 
 
 def describe(value: object) -> str:
@@ -80,6 +83,22 @@ def check_retry_range(name: str, value: object, *, maximum: int) -> tuple[int, i
     if high > maximum:
         raise ValueError(f"{name} must be at most {maximum} milliseconds, got {describe(value)}")
     return (low, high)
+
+
+def check_count(name: str, value: object, *, minimum: int) -> int:
+    """A whole number of things: an int, not bool, at least ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {describe(value)}")
+    return value
+
+
+def check_instance(name: str, value: object, kind: type[_T]) -> _T:
+    """``value`` is a ``kind`` (an enum member, a coordinator, ...)."""
+    if not isinstance(value, kind):
+        raise TypeError(f"{name} must be a {kind.__name__}, got {describe(value)}")
+    return value
 
 
 def check_callable(name: str, value: object) -> None:

@@ -56,6 +56,7 @@ import anyio.lowlevel
 
 from .._events import DEFAULT_SEPARATOR, ServerSentEvent, validate_sep
 from .._fairness import FAIRNESS_EVENTS, FAIRNESS_SLICE
+from .._validation import check_count, check_instance, check_seconds
 from ._backend import HubBackend, MemoryBackend
 from ._buffers import Tally, TopicState
 from ._fanout import FanOut
@@ -66,18 +67,6 @@ from ._types import HubStatistics, SlowConsumerPolicy, TopicStatistics
 __all__ = ("Hub",)
 
 _FIELDS: Final = frozenset({"data", "event", "id", "retry", "comment", "sep"})
-
-
-def _check_size(value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"buffer_size must be an int >= 1, got {value!r}")
-    return value
-
-
-def _check_policy(value: object) -> SlowConsumerPolicy:
-    if not isinstance(value, SlowConsumerPolicy):
-        raise TypeError(f"policy must be a SlowConsumerPolicy, got {value!r}")
-    return value
 
 
 def _as_event(item: object, sep: str) -> ServerSentEvent:
@@ -153,15 +142,13 @@ class Hub:
         block_timeout: float | None = 5.0,
         sep: str = DEFAULT_SEPARATOR,
     ) -> None:
-        self._buffer_size = _check_size(buffer_size)
-        self._policy = _check_policy(policy)
-        if block_timeout is not None and (
-            isinstance(block_timeout, bool)
-            or not isinstance(block_timeout, (int, float))
-            or not block_timeout >= 0
-        ):
-            raise ValueError(f"block_timeout must be >= 0 seconds or None, got {block_timeout!r}")
-        self._block_timeout = block_timeout
+        self._buffer_size = check_count("buffer_size", buffer_size, minimum=1)
+        self._policy = check_instance("policy", policy, SlowConsumerPolicy)
+        self._block_timeout = (
+            None
+            if block_timeout is None
+            else check_seconds("block_timeout", block_timeout, allow_zero=True)
+        )
         self._sep = validate_sep(sep)
         self._backend: HubBackend = MemoryBackend() if backend is None else backend
         #: Topics, subscribers and their buffers: shared with every Subscription.
@@ -238,8 +225,12 @@ class Hub:
             self._sep,
             topic,
             resume,
-            self._buffer_size if buffer_size is None else _check_size(buffer_size),
-            self._policy if policy is None else _check_policy(policy),
+            self._buffer_size
+            if buffer_size is None
+            else check_count("buffer_size", buffer_size, minimum=1),
+            self._policy
+            if policy is None
+            else check_instance("policy", policy, SlowConsumerPolicy),
         )
 
     # ------------------------------------------------------------ publishing

@@ -469,8 +469,12 @@ async def test_two_tasks_cannot_read_one_subscription() -> None:
 def test_arguments_are_checked() -> None:
     with pytest.raises(ValueError, match="buffer_size"):
         Hub(buffer_size=0)
-    with pytest.raises(ValueError, match="buffer_size"):
+    with pytest.raises(TypeError, match="buffer_size"):  # a wrong type is a TypeError
         Hub(buffer_size=True)
+    with pytest.raises(TypeError, match="block_timeout"):
+        Hub(block_timeout="5")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="buffer_size must be an int >= 1, got an int of"):
+        Hub(buffer_size=-(10**5000))  # the message never prints a huge value
     with pytest.raises(TypeError, match="policy"):
         Hub(policy="block")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="block_timeout"):
