@@ -67,6 +67,8 @@ _lock = threading.Lock()
 #: Every automatic coordinator that has had a stream in this process.
 _followers: weakref.WeakSet[DrainCoordinator] = weakref.WeakSet()
 _worker_watch_started = False
+#: The loop whose server's handlers were last chained (the main thread's).
+_chained_loop: weakref.ReferenceType[Any] | None = None
 #: The process-wide switch behind the legacy ``AppStatus`` shim.
 _enabled = True
 
@@ -87,12 +89,21 @@ def follow_server_shutdown(coordinator: DrainCoordinator) -> None:
 
     Called on the event loop by each stream of an automatic coordinator,
     before it registers, so that a signal between the two is not missed.
-    Cheap when already set up: two ``signal.getsignal`` calls and a set add.
+    The handlers are chained once per loop; later calls on that loop only
+    add the coordinator to the followers (a set add).
     """
+    global _chained_loop
     _followers.add(coordinator)
     native = current_token().native_token
-    if threading.current_thread() is threading.main_thread():
+    chained = _chained_loop
+    if (chained is None or chained() is not native) and (
+        threading.current_thread() is threading.main_thread()
+    ):
+        # Once per loop: reading a handler (signal.getsignal) costs about
+        # 7 us, which every stream's start would pay.  A server installs its
+        # handlers before it serves and restores them when its loop ends.
         _chain_signal_handlers(native)
+        _chained_loop = weakref.ref(native)
     if not _worker_watch_started:
         _watch_hypercorn_worker(native)
 
@@ -137,7 +148,13 @@ class ChainedSignalHandler:
         return self.previous(signum, frame)
 
     def __repr__(self) -> str:
-        return f"<sse_sm drain, then {self.previous!r}>"
+        # Cheap on purpose: signal.getsignal() formats the repr of a handler
+        # it cannot map to SIG_DFL/SIG_IGN, on every stream's start, and the
+        # server's handler (a bound method of an asyncio object) formats a
+        # whole task in its repr, about 20 us.
+        previous = self.previous
+        name = getattr(previous, "__qualname__", None) or type(previous).__qualname__
+        return f"<sse_sm drain, then {name}>"
 
 
 def _chain_signal_handlers(native: object) -> None:
