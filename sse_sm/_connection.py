@@ -372,11 +372,11 @@ class Connection:
             tasks.start_soon(self._watch)
             if settings.data_sender is not None:
                 tasks.start_soon(self._run_data_sender, settings.data_sender)
-            unregister = None
+            registered: DrainCoordinator | None = None
             try:
                 if not await self._send_start():
                     return  # closed in OPEN; the finally below stops the tasks
-                unregister = self._follow_drains()
+                registered = self._follow_drains()
                 source_next = self._source.__anext__
                 send = self._send
                 sep = settings.sep
@@ -432,8 +432,8 @@ class Connection:
                     raise
                 self._fail(exc)
             finally:
-                if unregister is not None:
-                    unregister()
+                if registered is not None:
+                    registered.unregister(self._drain)
                 # Stop the watcher's waits and pings and the data sender.
                 self._cancel_scope()
         await self._end_phase(source_ended=exhausted)
@@ -544,8 +544,8 @@ class Connection:
         self.bytes_sent += len(frame)
         self.unflushed_events += 1  # an EVENT_SENT self-loop (DRAINING), like any event
 
-    def _follow_drains(self) -> Callable[[], None] | None:
-        """Register with the coordinator (and the server's shutdown); returns the undo.
+    def _follow_drains(self) -> DrainCoordinator | None:
+        """Register with the coordinator (and the server's shutdown); returns it, to leave.
 
         May raise (a signal handler that cannot be chained, a registration
         that fails): the caller is inside the phase's ``try``, so that is FAILED.
@@ -555,7 +555,8 @@ class Connection:
             return None
         if coordinator.automatic:
             follow_server_shutdown(coordinator)  # before register: no signal missed
-        return coordinator.register(self._drain)
+        coordinator.register(self._drain)
+        return coordinator
 
     def _drain(self, reason: str) -> None:
         """Called on the loop by the coordinator: enter DRAINING and start the grace."""

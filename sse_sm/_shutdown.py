@@ -39,6 +39,7 @@ from anyio.lowlevel import EventLoopToken, current_token
 __all__ = (
     "DrainCoordinator",
     "call_soon_on_loop",
+    "call_soon_on_native",
     "default_drain_coordinator",
     "drain_coordinator_for",
 )
@@ -53,17 +54,6 @@ STATE_ATTRIBUTE: Final = "sse_sm_drain_coordinator"
 _creation_lock = threading.Lock()
 #: Every coordinator alive in the process, for the legacy ``AppStatus`` shim.
 _every_coordinator: weakref.WeakSet[DrainCoordinator] = weakref.WeakSet()
-
-
-@final
-class _Registration:
-    """One streaming connection's entry: its callback and the loop it runs on."""
-
-    __slots__ = ("callback", "token")
-
-    def __init__(self, callback: DrainCallback, token: EventLoopToken) -> None:
-        self.callback = callback
-        self.token = token
 
 
 @final
@@ -87,7 +77,10 @@ class DrainCoordinator:
     def __init__(self, *, automatic: bool = True) -> None:
         # Re-entrant: a signal handler may interrupt register() on the same thread.
         self._lock = threading.RLock()
-        self._registrations: dict[int, _Registration] = {}
+        #: Each streaming connection's drain callback (its bound ``_drain``,
+        #: which compares equal to a new binding of the same method) and the
+        #: native object of the loop it runs on: about 170 bytes a stream.
+        self._registrations: dict[DrainCallback, object] = {}
         self._reason: str | None = None
         #: Loop-scoped drains: native loop token (asyncio loop, TrioToken) to
         #: reason.  Weak, so a finished loop's entry goes with it.
@@ -124,10 +117,10 @@ class DrainCoordinator:
             if self._reason is not None:
                 return
             self._reason = reason
-            registrations = list(self._registrations.values())
+            registrations = list(self._registrations.items())
         logger.debug("drain requested (%s): %d open stream(s)", reason, len(registrations))
-        for registration in registrations:
-            _call_soon_on_loop(registration.token, registration.callback, reason)
+        for callback, native in registrations:
+            _call_soon_on_native(native, callback, reason)
 
     def request_drain_on_loop(self, native_token: object, reason: str) -> None:
         """Drain the streams that run on one event loop, and later ones on it.
@@ -141,16 +134,14 @@ class DrainCoordinator:
             if self._reason is not None or native_token in self._loop_reasons:
                 return
             self._loop_reasons[native_token] = reason
-            registrations = [
-                registration
-                for registration in self._registrations.values()
-                if registration.token.native_token is native_token
+            callbacks = [
+                callback
+                for callback, native in self._registrations.items()
+                if native is native_token
             ]
-        logger.debug(
-            "drain requested on one loop (%s): %d open stream(s)", reason, len(registrations)
-        )
-        for registration in registrations:
-            _call_soon_on_loop(registration.token, registration.callback, reason)
+        logger.debug("drain requested on one loop (%s): %d open stream(s)", reason, len(callbacks))
+        for callback in callbacks:
+            _call_soon_on_native(native_token, callback, reason)
 
     def request_drain_on_running_loops(self, reason: str) -> None:
         """Drain every open stream, each on its own loop, and later ones on those loops.
@@ -160,9 +151,7 @@ class DrainCoordinator:
         next test's) starts normally.
         """
         with self._lock:
-            loops = {
-                id(r.token.native_token): r.token.native_token for r in self._registrations.values()
-            }
+            loops = {id(native): native for native in self._registrations.values()}
         for native in loops.values():
             self.request_drain_on_loop(native, reason)
 
@@ -172,29 +161,28 @@ class DrainCoordinator:
             self._reason = None
             self._loop_reasons.clear()
 
-    def register(self, callback: DrainCallback) -> Callable[[], None]:
-        """Register a streaming connection; returns the function that unregisters it.
+    def register(self, callback: DrainCallback) -> None:
+        """Register a streaming connection's drain callback, until :meth:`unregister`.
 
         Must be called on the event loop the connection runs on.  If a drain was
-        already requested, ``callback`` is called before this returns.
+        already requested, ``callback`` is called before this returns.  The
+        callback is the key: registering it again replaces the entry.
         """
-        registration = _Registration(callback, current_token())
-        key = id(registration)
+        native = current_token().native_token
         with self._lock:
-            self._registrations[key] = registration
-
-        def unregister() -> None:
-            with self._lock:
-                self._registrations.pop(key, None)
-
+            self._registrations[callback] = native
         # Read after adding: a request that snapshotted the streams just
         # before this one was added is seen here instead.
         reason = self._reason
         if reason is None and self._loop_reasons:
-            reason = self._loop_reasons.get(registration.token.native_token)
+            reason = self._loop_reasons.get(native)
         if reason is not None:
             callback(reason)
-        return unregister
+
+    def unregister(self, callback: DrainCallback) -> None:
+        """Forget ``callback`` (an equal one: a bound method bound anew is fine); idempotent."""
+        with self._lock:
+            self._registrations.pop(callback, None)
 
 
 def call_soon_on_loop(token: EventLoopToken, callback: Callable[..., None], *args: Any) -> None:
@@ -203,7 +191,11 @@ def call_soon_on_loop(token: EventLoopToken, callback: Callable[..., None], *arg
     Also safe from a signal handler on the loop's own thread.  A loop that has
     already closed is skipped: its connections are gone with it.
     """
-    native: Any = token.native_token
+    call_soon_on_native(token.native_token, callback, *args)
+
+
+def call_soon_on_native(native: Any, callback: Callable[..., None], *args: Any) -> None:
+    """:func:`call_soon_on_loop` given the loop's own object (asyncio loop or TrioToken)."""
     run_sync_soon = getattr(native, "run_sync_soon", None)  # trio.lowlevel.TrioToken
     try:
         if run_sync_soon is not None:
@@ -214,8 +206,8 @@ def call_soon_on_loop(token: EventLoopToken, callback: Callable[..., None], *arg
         logger.debug("a call for a loop that is no longer running", exc_info=True)
 
 
-def _call_soon_on_loop(token: EventLoopToken, callback: DrainCallback, reason: str) -> None:
-    call_soon_on_loop(token, _guarded, callback, reason)
+def _call_soon_on_native(native: object, callback: DrainCallback, reason: str) -> None:
+    call_soon_on_native(native, _guarded, callback, reason)
 
 
 def _guarded(callback: DrainCallback, reason: str) -> None:
