@@ -79,7 +79,7 @@ class DrainCoordinator:
         self._lock = threading.RLock()
         #: Each streaming connection's drain callback (its bound ``_drain``,
         #: which compares equal to a new binding of the same method) and the
-        #: native object of the loop it runs on: about 170 bytes a stream.
+        #: native object of the loop it runs on: about 100 bytes a stream.
         self._registrations: dict[DrainCallback, object] = {}
         self._reason: str | None = None
         #: Loop-scoped drains: native loop token (asyncio loop, TrioToken) to
