@@ -50,13 +50,16 @@ def describe(value: object) -> str:
     return text
 
 
-def check_seconds(name: str, value: object, *, allow_zero: bool) -> float:
-    """A duration in seconds: int or float, not bool, not NaN, ``> 0`` (or ``>= 0``)."""
+def check_seconds(name: str, value: object, *, allow_zero: bool, finite: bool = False) -> float:
+    """A duration in seconds: int or float, not bool, not NaN, ``> 0`` (or ``>= 0``),
+    and not infinite when ``finite`` (a value sent to a server as milliseconds)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name} must be a number of seconds, got {type(value).__name__}")
     if math.isnan(value) or value < 0 or (value == 0 and not allow_zero):
         bound = ">= 0" if allow_zero else "> 0"
         raise ValueError(f"{name} must be {bound} seconds, got {describe(value)}")
+    if finite and math.isinf(value):
+        raise ValueError(f"{name} must be a finite number of seconds, got {describe(value)}")
     return value
 
 

@@ -53,6 +53,7 @@ from typing import Any, Final, NamedTuple, Protocol, final
 from urllib.parse import parse_qsl
 
 from .._events import JSONServerSentEvent, ServerSentEvent, _encode_fields
+from .._validation import check_count, check_seconds
 
 __all__ = (
     "GAP_EVENT",
@@ -355,14 +356,10 @@ class MemoryReplayStore:
     ) -> None:
         if max_events is None and max_age is None:
             raise ValueError("a replay store needs max_events, max_age or both")
-        if max_events is not None and (
-            isinstance(max_events, bool) or not isinstance(max_events, int) or max_events < 0
-        ):
-            raise ValueError(f"max_events must be an int >= 0, got {max_events!r}")
-        if max_age is not None and (
-            isinstance(max_age, bool) or not isinstance(max_age, (int, float)) or not max_age >= 0
-        ):
-            raise ValueError(f"max_age must be >= 0 seconds, got {max_age!r}")
+        if max_events is not None:
+            check_count("max_events", max_events, minimum=0)
+        if max_age is not None:
+            check_seconds("max_age", max_age, allow_zero=True)
         self._max_events = max_events
         self._max_age = max_age
         self._clock = clock

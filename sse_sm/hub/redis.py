@@ -89,6 +89,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 
 from .._events import ServerSentEvent
 from .._fairness import FAIRNESS_EVENTS, FAIRNESS_SLICE
+from .._validation import check_count, check_seconds
 from ._backend import EntryListener, GapListener, Listeners
 from ._replay import Entry, Gap, GapReason, Replay
 
@@ -425,17 +426,13 @@ class RedisBackend:
     ) -> None:
         if (max_events is None) == (max_age is None):
             raise ValueError("set exactly one of max_events and max_age (Redis trims by one)")
-        if max_events is not None and (
-            isinstance(max_events, bool) or not isinstance(max_events, int) or max_events < 1
-        ):
-            raise ValueError(f"max_events must be an int >= 1, got {max_events!r}")
-        if max_age is not None and not _positive(max_age):
-            raise ValueError(f"max_age must be > 0 seconds, got {max_age!r}")
-        for name, value in (("command_timeout", command_timeout), ("read_block", read_block)):
-            if not _positive(value):
-                raise ValueError(f"{name} must be > 0 seconds, got {value!r}")
-        if isinstance(read_count, bool) or not isinstance(read_count, int) or read_count < 1:
-            raise ValueError(f"read_count must be an int >= 1, got {read_count!r}")
+        if max_events is not None:
+            check_count("max_events", max_events, minimum=1)
+        if max_age is not None:
+            check_seconds("max_age", max_age, allow_zero=False)
+        check_seconds("command_timeout", command_timeout, allow_zero=False, finite=True)
+        check_seconds("read_block", read_block, allow_zero=False, finite=True)
+        check_count("read_count", read_count, minimum=1)
         first, longest = reconnect_delay
         if not (_positive(first) and _positive(longest) and first <= longest):
             raise ValueError(

@@ -291,7 +291,6 @@ def test_statistics_count_what_is_held_and_evicted() -> None:
     [
         {"max_events": None, "max_age": None},
         {"max_events": -1},
-        {"max_events": True},
         {"max_age": -1.0},
         {"max_age": float("nan")},
     ],
@@ -299,6 +298,13 @@ def test_statistics_count_what_is_held_and_evicted() -> None:
 def test_an_unbounded_or_negative_store_is_refused(kwargs: dict[str, Any]) -> None:
     with pytest.raises(ValueError, match="max_"):
         MemoryReplayStore(**kwargs)
+
+
+def test_a_bound_of_the_wrong_type_is_a_type_error() -> None:
+    with pytest.raises(TypeError, match="max_events"):
+        MemoryReplayStore(max_events=True)
+    with pytest.raises(TypeError, match="max_age"):
+        MemoryReplayStore(max_age="60")  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("epoch", ["", "a\nb", "a\x00b"])
