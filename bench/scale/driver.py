@@ -1,0 +1,693 @@
+"""The sections of ``python -m bench.scale``, their repetitions and the tables.
+
+Organisation: for each repetition, each server (``uvicorn``, then
+``hypercorn-trio`` in the full run) and each implementation, one fresh
+server process runs every section in turn: idle (first, so that its RSS
+delta starts from a fresh process), churn, broadcast.  Each section starts
+its own load-client processes (``clients`` of them, each connecting from 16
+127.0.0.x addresses of its own) and stops them before the next.  Server
+CPU is read from ``/proc/<pid>`` before and after each timed window; client
+CPU is each client's own ``time.process_time()``.
+
+Ratios are taken within one repetition (``impl ÷ raw`` of the same
+repetition); the table shows medians over repetitions and, for sse_sm, the
+range of its ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib.metadata
+import json
+import os
+import signal
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from typing import Final
+
+from bench.scale import IMPLS, raise_nofile
+from bench.scale.procs import Clients, Server
+
+__all__ = ("FULL", "QUICK", "Settings", "main")
+
+SECTIONS: Final = ("idle", "churn", "broadcast")
+#: The implementations each server runs (the queue patterns need asyncio).
+SERVER_IMPLS: Final[dict[str, tuple[str, ...]]] = {
+    "uvicorn": IMPLS,
+    "hypercorn-trio": ("raw", "sse_sm"),
+}
+#: A ramp step is saturated when fewer than this share of the offered deliveries arrive.
+SATURATED: Final = 0.8
+#: Ramp steps at most (the offered rate doubles each step).
+MAX_STEPS: Final = 9
+#: A figure is "limited by" a process whose CPU was at least this share of one core.
+BUSY: Final = 0.85
+#: Descriptors a server keeps for itself beside its streams.
+_SPARE_FDS: Final = 200
+#: ... or by contention when a process waited for a CPU this share of the time.
+CONTENDED: Final = 0.2
+
+
+@dataclass(frozen=True)
+class Settings:
+    name: str
+    reps: int
+    servers: tuple[str, ...]
+    clients: int
+    idle_streams: int
+    #: Seconds the idle streams are watched (ping=15: a window over 15 s sees one ping each).
+    idle_window: float
+    open_concurrency: int
+    churn_seconds: float
+    churn_concurrency: int
+    sizes: tuple[int, ...]
+    #: Offered deliveries/s of the first ramp step.
+    ramp_start: float
+    step_seconds: float
+    latency_seconds: float
+    #: One broadcast stream in this many records latencies.
+    sample_every: int
+
+
+FULL: Final = Settings(
+    name="full",
+    reps=1,
+    servers=("uvicorn", "hypercorn-trio"),
+    clients=2,
+    idle_streams=20_000,
+    idle_window=16.0,
+    open_concurrency=512,
+    churn_seconds=4.0,
+    churn_concurrency=64,
+    sizes=(1_000, 10_000),
+    ramp_start=25_000.0,
+    step_seconds=1.0,
+    latency_seconds=2.0,
+    sample_every=4,
+)
+QUICK: Final = Settings(
+    name="quick",
+    reps=1,
+    servers=("uvicorn",),
+    clients=2,
+    idle_streams=2_000,
+    idle_window=2.0,
+    open_concurrency=256,
+    churn_seconds=1.5,
+    churn_concurrency=32,
+    sizes=(200, 1_000),
+    ramp_start=25_000.0,
+    step_seconds=0.4,
+    latency_seconds=0.8,
+    sample_every=4,
+)
+
+Case = tuple[str, str, str]  # section, server, case
+
+
+@dataclass
+class Results:
+    """case -> metric -> impl -> rep -> value; and what limited each case."""
+
+    values: dict[Case, dict[str, dict[str, dict[int, float]]]] = field(default_factory=dict)
+    limits: dict[Case, dict[str, str]] = field(default_factory=dict)
+    failures: list[str] = field(default_factory=list)
+
+    def add(self, case: Case, impl: str, rep: int, metrics: dict[str, float]) -> None:
+        by_metric = self.values.setdefault(case, {})
+        for metric, value in metrics.items():
+            by_metric.setdefault(metric, {}).setdefault(impl, {})[rep] = value
+
+    def limit(self, case: Case, impl: str, text: str) -> None:
+        self.limits.setdefault(case, {})[impl] = text
+
+
+def _split(total: int, parts: int) -> list[int]:
+    return [total // parts + (1 if k < total % parts else 0) for k in range(parts)]
+
+
+def _progress(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+@dataclass(frozen=True)
+class Usage:
+    """CPU time and time spent waiting for a CPU over one window, as shares of its wall time.
+
+    The waits come from ``schedstat`` (time runnable but not running): a large
+    one means other processes held the cores, whatever this run was doing.
+    """
+
+    server_cpu: float
+    server_wait: float
+    clients_cpu: tuple[float, ...]
+    clients_wait: tuple[float, ...]
+
+
+def _limited_by(usage: Usage) -> str:
+    """What held a figure back: a process that wanted a whole core, or contention.
+
+    A process "wanted a core" when its CPU time plus its time waiting for a
+    CPU covered at least ``BUSY`` of the window; "shared" says it waited for
+    a CPU at least ``CONTENDED`` of the window (other processes had the cores).
+    """
+    busiest = max(range(len(usage.clients_cpu)), key=lambda k: usage.clients_cpu[k], default=-1)
+    client_cpu = usage.clients_cpu[busiest] if busiest >= 0 else 0.0
+    client_wait = usage.clients_wait[busiest] if busiest >= 0 else 0.0
+    if usage.server_cpu + usage.server_wait >= BUSY:
+        verdict = "server CPU" + (" (shared)" if usage.server_wait >= CONTENDED else "")
+    elif client_cpu + client_wait >= BUSY:
+        verdict = "client CPU" + (" (shared)" if client_wait >= CONTENDED else "")
+    elif max((usage.server_wait, *usage.clients_wait)) >= CONTENDED:
+        verdict = "CPU contention"
+    else:
+        verdict = "neither CPU"
+    return (
+        f"{verdict}: server {usage.server_cpu:.0%} CPU + {usage.server_wait:.0%} waiting, "
+        f"busiest client {client_cpu:.0%} + {client_wait:.0%}"
+    )
+
+
+class _Window:
+    """Server CPU and wait from now until :meth:`usage`."""
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.cpu = server.cpu()
+        self.wait = server.run_wait()
+        self.started = time.perf_counter()
+
+    def usage(
+        self, clients_cpu: list[float], clients_wait: list[float], wall: float | None = None
+    ) -> Usage:
+        """Shares of the wall time; client values are seconds over the same window."""
+        elapsed = time.perf_counter() - self.started if wall is None else wall
+        return Usage(
+            server_cpu=(self.server.cpu() - self.cpu) / elapsed,
+            server_wait=(self.server.run_wait() - self.wait) / elapsed,
+            clients_cpu=tuple(value / elapsed for value in clients_cpu),
+            clients_wait=tuple(value / elapsed for value in clients_wait),
+        )
+
+
+# ------------------------------------------------------------------ idle
+
+
+def run_idle(server: Server, impl: str, settings: Settings) -> tuple[dict[str, float], str]:
+    """Open ``idle_streams`` idle streams; RSS per stream, time to open, CPU while idle.
+
+    RSS is read before the first stream opens and again at the end of the
+    idle window; the difference is divided by the number of streams.
+    """
+    streams = settings.idle_streams
+    with Clients(settings.clients, server.port, f"/{impl}/idle") as clients:
+        rss_before = server.rss()
+        lines = [f"open {n} {settings.open_concurrency}" for n in _split(streams, len(clients))]
+        opening = _Window(server)
+        opened = clients.command(lines, 60.0 + streams / 100)
+        open_s = max(answer["seconds"] for answer in opened)
+        open_usage = opening.usage(
+            [answer["cpu"] for answer in opened], [answer["wait"] for answer in opened], open_s
+        )
+        failed = sum(answer["failed"] for answer in opened)
+        if failed:
+            raise RuntimeError(f"{failed} of {streams} idle streams failed to open")
+        before = clients.broadcast("count", 30.0)
+        idling = _Window(server)
+        time.sleep(settings.idle_window)
+        after = clients.broadcast("count", 30.0)
+        idle_usage = idling.usage(
+            [a["cpu"] - b["cpu"] for a, b in zip(after, before, strict=True)],
+            [a["wait"] - b["wait"] for a, b in zip(after, before, strict=True)],
+        )
+        rss_after = server.rss()
+        still_open = sum(answer["open"] for answer in after)
+        if still_open != streams:
+            raise RuntimeError(f"only {still_open} of {streams} idle streams stayed open")
+        clients.broadcast("close", 30.0)
+    metrics = {
+        "rss": (rss_after - rss_before) / streams,
+        "open_s": open_s,
+        "idle_cpu": idle_usage.server_cpu,
+    }
+    return metrics, f"open: {_limited_by(open_usage)}; idle: {_limited_by(idle_usage)}"
+
+
+# ------------------------------------------------------------------ churn
+
+
+def run_churn(server: Server, impl: str, settings: Settings) -> tuple[dict[str, float], str]:
+    """Streams opened, served a first event and closed by the client, per server CPU second."""
+    with Clients(settings.clients, server.port, f"/{impl}/churn") as clients:
+        window = _Window(server)
+        line = f"churn {settings.churn_seconds} {settings.churn_concurrency}"
+        answers = clients.broadcast(line, settings.churn_seconds + 60.0)
+        usage = window.usage([a["cpu"] for a in answers], [a["wait"] for a in answers])
+        wall = time.perf_counter() - window.started
+    completed = sum(answer["completed"] for answer in answers)
+    failed = sum(answer["failed"] for answer in answers)
+    cpu = usage.server_cpu * wall
+    if completed == 0 or cpu <= 0:
+        raise RuntimeError(f"churn: {completed} completed, {failed} failed")
+    metrics = {
+        "churn_per_cpu_s": completed / cpu,
+        "churn_per_s": completed / wall,
+        "churn_failed": float(failed),
+    }
+    return metrics, _limited_by(usage)
+
+
+# ------------------------------------------------------------------ broadcast
+
+
+@dataclass
+class _Totals:
+    events: int
+    cpu: list[float]
+    wait: list[float]
+    lost: int
+
+
+class _Broadcast:
+    """One implementation's subscribers on one server, and the publisher's control endpoint."""
+
+    def __init__(self, server: Server, clients: Clients, impl: str) -> None:
+        self.server = server
+        self.clients = clients
+        self.impl = impl
+        #: Events the clients should have counted once everything published has arrived.
+        self.expected = 0
+        self.latencies: list[int] = []
+
+    def totals(self) -> _Totals:
+        answers = self.clients.broadcast("count", 30.0)
+        for answer in answers:
+            self.latencies.extend(answer["latencies_us"])
+        return _Totals(
+            events=sum(answer["events"] for answer in answers),
+            cpu=[answer["cpu"] for answer in answers],
+            wait=[answer["wait"] for answer in answers],
+            lost=sum(answer["lost"] for answer in answers),
+        )
+
+    def wait_subscribers(self, count: int, limit: float = 60.0) -> None:
+        deadline = time.monotonic() + limit
+        while time.monotonic() < deadline:
+            now = int(self.server.get(f"/{self.impl}/count", 10.0))
+            if now == count:
+                return
+            time.sleep(0.05)
+        raise RuntimeError(f"{self.impl}: {now} subscribers, expected {count}")
+
+    def step(self, rate: float, seconds: float, tag: str, size: int) -> tuple[float, int, Usage]:
+        """Publish at ``rate`` events/s for ``seconds``: deliveries/s, events published, usage."""
+        before = self.totals()
+        window = _Window(self.server)
+        query = f"rate={rate:.6f}&seconds={seconds}&tag={tag}"
+        answer = json.loads(self.server.get(f"/{self.impl}/publish?{query}", seconds + 60.0))
+        after = self.totals()
+        usage = window.usage(
+            [a - b for a, b in zip(after.cpu, before.cpu, strict=True)],
+            [a - b for a, b in zip(after.wait, before.wait, strict=True)],
+        )
+        wall = time.perf_counter() - window.started
+        published = int(answer["published"])
+        self.expected += published * size
+        return (after.events - before.events) / wall, published, usage
+
+    def drain(self, limit: float = 30.0) -> int:
+        """Until every published event has arrived or nothing moved for 3 s; events missing."""
+        deadline = time.monotonic() + limit
+        last, last_change = -1, time.monotonic()
+        while time.monotonic() < deadline:
+            totals = self.totals()
+            if totals.events >= self.expected:
+                return self.expected - totals.events
+            if totals.events != last:
+                last, last_change = totals.events, time.monotonic()
+            elif time.monotonic() - last_change > 3.0:
+                break
+            time.sleep(0.05)
+        return self.expected - self.totals().events
+
+
+def _percentile(ordered: list[int], share: float) -> float:
+    return float(ordered[min(len(ordered) - 1, int(len(ordered) * share))])
+
+
+def measure_broadcast(
+    broadcast: _Broadcast, size: int, settings: Settings
+) -> tuple[dict[str, float], str]:
+    """Ramp the offered rate to saturation, then latency at half the saturated rate."""
+    offered = settings.ramp_start
+    best: tuple[float, Usage] | None = None
+    saturated = False
+    missing = 0
+    for _ in range(MAX_STEPS):
+        planned = offered / size * settings.step_seconds
+        delivered, published, usage = broadcast.step(
+            offered / size, settings.step_seconds, "r", size
+        )
+        _progress(
+            f"    offered {offered / 1e3:,.0f} k/s: delivered {delivered / 1e3:,.1f} k/s, "
+            f"published {published}/{planned:.0f}, server CPU {usage.server_cpu:.0%}"
+        )
+        if best is None or delivered > best[0]:
+            best = (delivered, usage)
+        saturated = published < 0.9 * planned or delivered < SATURATED * offered
+        missing += broadcast.drain()
+        if saturated:
+            break
+        offered *= 2
+    assert best is not None
+    saturation, saturation_usage = best
+    rate = saturation / 2 / size
+    seconds = max(settings.latency_seconds, min(10.0, 20 / rate))
+    broadcast.latencies.clear()
+    _, _, half_usage = broadcast.step(rate, seconds, "l", size)
+    missing += broadcast.drain()
+    broadcast.totals()  # collects the last latencies
+    latencies = sorted(broadcast.latencies)
+    if not latencies:
+        raise RuntimeError("no latency was recorded")
+    metrics = {
+        "saturation": saturation,
+        "saturated": 1.0 if saturated else 0.0,
+        "p50_ms": _percentile(latencies, 0.5) / 1e3,
+        "p99_ms": _percentile(latencies, 0.99) / 1e3,
+        "max_ms": latencies[-1] / 1e3,
+        "missing": float(missing),
+    }
+    limit = "saturation: " + _limited_by(saturation_usage)
+    if not saturated:
+        limit += f" (not saturated after {MAX_STEPS} steps)"
+    limit += "; half rate: " + _limited_by(half_usage)
+    return metrics, limit
+
+
+def run_broadcast(
+    server: Server, impl: str, settings: Settings, rep: int, results: Results
+) -> None:
+    """Every size, ascending, on one set of clients: the subscribers of a size stay for the next."""
+    with Clients(settings.clients, server.port, f"/{impl}/sub", settings.sample_every) as clients:
+        broadcast = _Broadcast(server, clients, impl)
+        have = 0
+        for size in settings.sizes:
+            case = ("broadcast", server.server, f"{size:,} subscribers")
+            _progress(f"  broadcast, {size:,} subscribers")
+            lines = [
+                f"open {n} {settings.open_concurrency}" for n in _split(size - have, len(clients))
+            ]
+            opened = clients.command(lines, 60.0 + size / 100)
+            failed = sum(answer["failed"] for answer in opened)
+            if failed:
+                raise RuntimeError(f"{failed} subscribers failed to open")
+            have = size
+            broadcast.wait_subscribers(size)
+            try:
+                metrics, limit = measure_broadcast(broadcast, size, settings)
+            except (RuntimeError, OSError, TimeoutError, ValueError) as exc:
+                results.failures.append(f"rep {rep + 1}, {case}, {impl}: {exc}")
+                _progress(f"FAILED {results.failures[-1]}")
+                return
+            results.add(case, impl, rep, metrics)
+            results.limit(case, impl, limit)
+        clients.broadcast("close", 30.0)
+
+
+# ------------------------------------------------------------------ one server, every section
+
+
+def run_server(
+    server_name: str,
+    impl: str,
+    settings: Settings,
+    sections: tuple[str, ...],
+    rep: int,
+    results: Results,
+) -> None:
+    with Server(server_name) as server:
+        server.wait_ready()
+        base_fds = server.fds()
+        runners: dict[str, Callable[[Server, str, Settings], tuple[dict[str, float], str]]] = {
+            "idle": run_idle,
+            "churn": run_churn,
+        }
+        for section in sections:
+            _progress(f"[rep {rep + 1}] {server_name} {impl}: {section}")
+            section_started = time.perf_counter()
+            try:
+                if section == "broadcast":
+                    run_broadcast(server, impl, settings, rep, results)
+                else:
+                    metrics, limit = runners[section](server, impl, settings)
+                    size = (
+                        settings.idle_streams if section == "idle" else settings.churn_concurrency
+                    )
+                    case_text = (
+                        f"{size:,} streams"
+                        if section == "idle"
+                        else f"{size * settings.clients} loops"
+                    )
+                    case = (section, server_name, case_text)
+                    results.add(case, impl, rep, metrics)
+                    results.limit(case, impl, limit)
+            except (RuntimeError, OSError, TimeoutError, ValueError) as exc:
+                results.failures.append(f"rep {rep + 1}, {server_name} {impl} {section}: {exc}")
+                _progress(f"FAILED {results.failures[-1]}")
+                if not server.alive():
+                    return
+            # The next section starts once this one's streams are gone from the server.
+            if not server.wait_fds_below(base_fds + 64, 60.0):
+                _progress(f"  {server.fds() - base_fds} descriptors still open after 60 s")
+            _progress(f"  ({time.perf_counter() - section_started:.1f} s)")
+
+
+# ------------------------------------------------------------------ the tables
+
+
+def _kib(value: float) -> str:
+    return f"{value / 1024:.1f} KiB"
+
+
+def _seconds(value: float) -> str:
+    return f"{value:.2f} s" if value >= 1 else f"{value * 1e3:.0f} ms"
+
+
+def _share(value: float) -> str:
+    return f"{value:.1%}"
+
+
+def _rate(value: float) -> str:
+    if value >= 1e6:
+        return f"{value / 1e6:.2f} M/s"
+    if value >= 1e3:
+        return f"{value / 1e3:.1f} k/s"
+    return f"{value:.0f} /s"
+
+
+def _ms(value: float) -> str:
+    return f"{value:.1f} ms" if value < 100 else f"{value:.0f} ms"
+
+
+def _count(value: float) -> str:
+    return f"{value:,.0f}"
+
+
+#: metric -> (label, formatter, whether a ratio to raw is shown)
+METRICS: Final[dict[str, tuple[str, Callable[[float], str], bool]]] = {
+    "rss": ("server RSS per stream", _kib, True),
+    "open_s": ("time to open all", _seconds, True),
+    "idle_cpu": ("server CPU while idle (share of a core)", _share, True),
+    "churn_per_cpu_s": ("streams per server CPU second", lambda v: f"{v:,.0f}", True),
+    "churn_per_s": ("streams per second (wall)", lambda v: f"{v:,.0f}", True),
+    "churn_failed": ("failed", _count, False),
+    "saturation": ("deliveries/s at saturation", _rate, True),
+    "saturated": ("saturated (1) or ramp ended (0)", _count, False),
+    "p50_ms": ("latency p50 at half rate", _ms, True),
+    "p99_ms": ("latency p99 at half rate", _ms, True),
+    "max_ms": ("latency max at half rate", _ms, True),
+    "missing": ("events missing", _count, False),
+}
+
+
+def _ratios(by_impl: dict[str, dict[int, float]], impl: str) -> list[float]:
+    mine, raw = by_impl.get(impl, {}), by_impl.get("raw", {})
+    return [mine[rep] / raw[rep] for rep in sorted(mine) if rep in raw and raw[rep] > 0]
+
+
+def _ratio_cell(ratios: list[float], with_range: bool) -> str:
+    if not ratios:
+        return "—"
+    middle = f"{statistics.median(ratios):.2f}x"
+    if with_range and len(ratios) > 1:
+        return f"{middle} ({min(ratios):.2f} to {max(ratios):.2f})"
+    return middle
+
+
+def render(results: Results) -> str:
+    lines = [
+        "| section | server | case | metric | raw | sse_sm | sse-starlette | fastapi "
+        "| sse_sm ÷ raw (range) | sse-starlette ÷ raw | fastapi ÷ raw |",
+        "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for case, by_metric in results.values.items():
+        for metric, by_impl in by_metric.items():
+            label, fmt, with_ratio = METRICS[metric]
+            cells = []
+            for impl in IMPLS:
+                reps = by_impl.get(impl, {})
+                cells.append(fmt(statistics.median(reps.values())) if reps else "—")
+            if with_ratio:
+                ratio_cells = [
+                    _ratio_cell(_ratios(by_impl, "sse_sm"), True),
+                    _ratio_cell(_ratios(by_impl, "sse_starlette"), False),
+                    _ratio_cell(_ratios(by_impl, "fastapi"), False),
+                ]
+            else:
+                ratio_cells = ["—"] * 3
+            lines.append(
+                f"| {' | '.join(case)} | {label} | " + " | ".join(cells + ratio_cells) + " |"
+            )
+    return "\n".join(lines)
+
+
+def render_limits(results: Results) -> str:
+    lines = ["| section | server | case | impl | what limited it (CPU as share of one core) |"]
+    lines.append("|---|---|---|---|---|")
+    for case, by_impl in results.limits.items():
+        for impl in IMPLS:
+            if impl in by_impl:
+                lines.append(f"| {' | '.join(case)} | {impl} | {by_impl[impl]} |")
+    return "\n".join(lines)
+
+
+def _version(name: str) -> str:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def _fastapi_usable() -> bool:
+    try:
+        import bench.scale.app_fastapi  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _exit_on_signal(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
+def _load() -> str:
+    return ", ".join(f"{value:.2f}" for value in os.getloadavg())
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.scale", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="small sizes, uvicorn only: < 1 min")
+    parser.add_argument("--reps", type=int, help="repetitions (default 1)")
+    parser.add_argument("--sections", help=f"a subset of {','.join(SECTIONS)}")
+    parser.add_argument("--impls", help=f"a subset of {','.join(IMPLS)} (raw is always run)")
+    parser.add_argument("--servers", help="a subset of uvicorn,hypercorn-trio")
+    parser.add_argument("--idle-streams", type=int, help="streams of the idle section")
+    parser.add_argument("--sizes", help="subscriber counts of the broadcast section, ascending")
+    parser.add_argument("--json", metavar="PATH", help="every value of every repetition")
+    args = parser.parse_args(argv)
+    settings = QUICK if args.quick else FULL
+    if args.reps is not None:
+        if args.reps < 1:
+            parser.error("--reps must be at least 1")
+        settings = replace(settings, reps=args.reps)
+    if args.idle_streams is not None:
+        settings = replace(settings, idle_streams=args.idle_streams)
+    if args.sizes:
+        settings = replace(settings, sizes=tuple(int(size) for size in args.sizes.split(",")))
+    if args.servers:
+        servers = tuple(args.servers.split(","))
+        if not set(servers) <= set(SERVER_IMPLS):
+            parser.error(f"--servers: unknown server in {args.servers!r}")
+        settings = replace(settings, servers=servers)
+    sections = tuple(args.sections.split(",")) if args.sections else SECTIONS
+    if not set(sections) <= set(SECTIONS):
+        parser.error(f"--sections: unknown section in {args.sections!r}")
+    impls = tuple(args.impls.split(",")) if args.impls else IMPLS
+    if not set(impls) <= set(IMPLS):
+        parser.error(f"--impls: unknown implementation in {args.impls!r}")
+    impls = tuple(impl for impl in IMPLS if impl == "raw" or impl in impls)
+    skipped: list[str] = []
+    if "fastapi" in impls and not _fastapi_usable():
+        impls = tuple(impl for impl in impls if impl != "fastapi")
+        skipped.append("fastapi: not installed, or without fastapi.sse (FastAPI < 0.135)")
+
+    signal.signal(signal.SIGTERM, _exit_on_signal)
+    nofile = raise_nofile()
+    # The server holds one descriptor per stream, plus its own (listener, imports, logs).
+    if settings.idle_streams > nofile - _SPARE_FDS:
+        skipped.append(
+            f"idle streams: {settings.idle_streams:,} asked, {nofile - _SPARE_FDS:,} run "
+            f"(RLIMIT_NOFILE cannot be raised above {nofile:,} here)"
+        )
+        settings = replace(settings, idle_streams=nofile - _SPARE_FDS)
+    results = Results()
+    load_before = _load()
+    started = time.perf_counter()
+    for rep in range(settings.reps):
+        for server_name in settings.servers:
+            for impl in impls:
+                if impl not in SERVER_IMPLS[server_name]:
+                    continue
+                run_server(server_name, impl, settings, sections, rep, results)
+    elapsed = time.perf_counter() - started
+    load_after = _load()
+
+    from bench.driver import environment
+
+    command = " ".join(["python -m bench.scale", *(sys.argv[1:] if argv is None else argv)])
+    print(f"## Scale: {settings.name} run, {settings.reps} repetition(s)\n")
+    print(f"- command: `{command}`, took {elapsed:.0f} s, on {datetime.date.today().isoformat()}")
+    print(f"- load average (1, 5, 15 min): {load_before} before, {load_after} after")
+    print(
+        f"- idle: {settings.idle_streams:,} streams, ping 15 s, {settings.idle_window} s window; "
+        f"churn: {settings.churn_seconds} s; broadcast: {', '.join(map(str, settings.sizes))} "
+        f"subscribers, ramp from {settings.ramp_start / 1e3:.0f} k deliveries/s doubling, "
+        f"{settings.step_seconds} s steps, latency over {settings.latency_seconds} s or more"
+    )
+    print(f"- {settings.clients} client processes; RLIMIT_NOFILE {nofile}")
+    print(environment())
+    extras = ("fastapi", "uvloop", "httptools")
+    print("- " + ", ".join(f"{name} {_version(name)}" for name in extras))
+    for note in skipped:
+        print(f"- note: {note}")
+    print()
+    print(render(results))
+    print()
+    print(render_limits(results))
+    if results.failures:
+        print("\nFailures:\n" + "\n".join(f"- {failure}" for failure in results.failures))
+    if args.json:
+        payload = {
+            "settings": asdict(settings),
+            "load": {"before": load_before, "after": load_after},
+            "values": [
+                {"case": list(case), "metric": metric, "impl": impl, "reps": reps}
+                for case, by_metric in results.values.items()
+                for metric, by_impl in by_metric.items()
+                for impl, reps in by_impl.items()
+            ],
+            "limits": [
+                {"case": list(case), "impl": impl, "limit": text}
+                for case, by_impl in results.limits.items()
+                for impl, text in by_impl.items()
+            ],
+            "failures": results.failures,
+        }
+        with open(args.json, "w") as out:
+            json.dump(payload, out, indent=1)
+    return 1 if results.failures else 0
