@@ -19,10 +19,12 @@ from __future__ import annotations
 import resource
 from typing import Final
 
-__all__ = ("IMPLS", "NOFILE", "raise_nofile")
+__all__ = ("IMPLS", "NOFILE", "REDIS_ENV", "raise_nofile")
 
 #: The implementations compared, in the order each repetition runs them.
 IMPLS: Final[tuple[str, ...]] = ("raw", "sse_sm", "sse_starlette", "fastapi")
+#: The environment variable that gives a server process its Redis URL (cross-process section).
+REDIS_ENV: Final = "BENCH_SCALE_REDIS_URL"
 #: File descriptors every bench.scale process asks for (20,000 streams plus slack).
 NOFILE: Final = 65_536
 

@@ -13,6 +13,10 @@ Jobs (``impl`` is ``raw``, ``sse_sm``, ``sse_starlette`` or ``fastapi``):
   data is ``"T SEQ MONOTONIC_NS"``: the client computes the latency from the
   timestamp (one clock for every process of the machine).
 * ``GET /{impl}/count``: how many subscribers ``impl`` has now.
+* ``sse_sm_redis`` (``sub``, ``publish``, ``count``): when the environment
+  variable ``REDIS_ENV`` names a Redis URL, the lifespan enters a
+  :class:`sse_sm.redis.RedisBackend` and this hub (``policy=BLOCK``) runs on
+  it: the cross-process section starts two servers on one redis-server.
 * ``GET /ready``: ``ok``.
 
 The broadcasters, one per implementation:
@@ -44,7 +48,9 @@ broadcast only on asyncio servers.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -58,6 +64,7 @@ from starlette.types import Receive, Scope, Send
 
 import sse_sm
 from bench.apps import START_MESSAGE, raw_stream
+from bench.scale import REDIS_ENV
 
 __all__ = ("PING", "TOPIC", "app", "publish_paced")
 
@@ -166,6 +173,20 @@ async def _starlette_publish(data: str) -> None:
         queue.put_nowait(event)
 
 
+#: The Redis-backed hub, once the lifespan has entered its backend (``REDIS_ENV`` set).
+_REDIS_HUB: list[sse_sm.Hub] = []
+#: Events each topic's Redis stream keeps.
+_REDIS_KEEP: Final = 100_000
+
+
+async def _redis_publish(data: str) -> None:
+    await _REDIS_HUB[0].publish(TOPIC, data)
+
+
+def _redis_count() -> int:
+    return _REDIS_HUB[0].statistics().subscribers if _REDIS_HUB else 0
+
+
 try:
     from bench.scale import app_fastapi
 except ImportError:  # fastapi is not installed (or too old for fastapi.sse)
@@ -186,12 +207,14 @@ PUBLISHERS: Final[dict[str, Publish]] = {
     "sse_sm": _hub_publish,
     "sse_starlette": _starlette_publish,
     "fastapi": _fastapi_publish,
+    "sse_sm_redis": _redis_publish,
 }
 COUNTERS: Final[dict[str, Callable[[], int]]] = {
     "raw": lambda: len(_RAW_QUEUES),
     "sse_sm": lambda: _HUB.statistics().subscribers,
     "sse_starlette": lambda: len(_STARLETTE_QUEUES),
     "fastapi": _fastapi_count,
+    "sse_sm_redis": _redis_count,
 }
 
 
@@ -236,16 +259,32 @@ async def _text(send: Send, status: int, body: bytes, kind: bytes = b"text/plain
 
 
 async def _lifespan(receive: Receive, send: Send) -> None:
-    while True:
-        message = await receive()
-        if message["type"] == "lifespan.startup":
-            await send({"type": "lifespan.startup.complete"})
-        elif message["type"] == "lifespan.shutdown":
-            await send({"type": "lifespan.shutdown.complete"})
-            return
+    """With ``REDIS_ENV`` set, the Redis backend lives from startup to shutdown, in this task."""
+    url = os.environ.get(REDIS_ENV)
+    async with contextlib.AsyncExitStack() as stack:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                if url:
+                    from sse_sm.redis import RedisBackend
+
+                    backend = RedisBackend(url, topics=[TOPIC], max_events=_REDIS_KEEP)
+                    await stack.enter_async_context(backend)
+                    _REDIS_HUB.append(
+                        sse_sm.Hub(
+                            backend, policy=sse_sm.SlowConsumerPolicy.BLOCK, block_timeout=None
+                        )
+                    )
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await stack.aclose()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
 
 
-def _stream(impl: str, job: str) -> Callable[[Scope, Receive, Send], Awaitable[None]] | None:
+def _stream(
+    impl: str, job: str, scope: Scope
+) -> Callable[[Scope, Receive, Send], Awaitable[None]] | None:
     """The ASGI callable of one stream of ``impl`` doing ``job``, or None."""
     if impl == "sse_sm" or impl == "sse_starlette":
         library: Any = sse_sm if impl == "sse_sm" else sse_starlette
@@ -261,6 +300,14 @@ def _stream(impl: str, job: str) -> Callable[[Scope, Receive, Send], Awaitable[N
             source, ping=PING
         )
         return response
+    if impl == "sse_sm_redis" and job == "sub" and _REDIS_HUB:
+        # drain_retry: when this server drains, its clients come back 1 to 5 s later.
+        redis_response: Callable[[Scope, Receive, Send], Awaitable[None]] = (
+            sse_sm.EventSourceResponse(
+                _REDIS_HUB[0].subscribe(TOPIC, scope), ping=PING, drain_retry=(1000, 5000)
+            )
+        )
+        return redis_response
     if impl == "raw":
         if job == "idle":
             return lambda scope, receive, send: _raw_idle(receive, send)
@@ -295,7 +342,7 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
     if impl == "fastapi" and app_fastapi is not None:
         await app_fastapi.app(scope, receive, send)
         return
-    stream = _stream(impl, job)
+    stream = _stream(impl, job, scope)
     if stream is None:
         await _text(send, 404, b"no such path")
         return

@@ -17,6 +17,7 @@ range of its ratios.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import importlib.metadata
 import json
@@ -29,12 +30,14 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from typing import Final
 
-from bench.scale import IMPLS, raise_nofile
-from bench.scale.procs import Clients, Server
+from bench.scale import IMPLS, REDIS_ENV, raise_nofile
+from bench.scale.procs import Clients, Server, running_redis
 
 __all__ = ("FULL", "QUICK", "Settings", "main")
 
-SECTIONS: Final = ("idle", "churn", "broadcast")
+SECTIONS: Final = ("idle", "churn", "broadcast", "cross")
+#: What ``--quick`` runs unless ``--sections`` says otherwise.
+QUICK_SECTIONS: Final = ("idle", "churn", "broadcast")
 #: The implementations each server runs (the queue patterns need asyncio).
 SERVER_IMPLS: Final[dict[str, tuple[str, ...]]] = {
     "uvicorn": IMPLS,
@@ -69,6 +72,9 @@ class Settings:
     ramp_start: float
     step_seconds: float
     latency_seconds: float
+    #: ... but long enough for this many events, up to ``latency_limit`` seconds.
+    latency_events: int
+    latency_limit: float
     #: One broadcast stream in this many records latencies.
     sample_every: int
 
@@ -87,6 +93,8 @@ FULL: Final = Settings(
     ramp_start=25_000.0,
     step_seconds=1.0,
     latency_seconds=2.0,
+    latency_events=20,
+    latency_limit=10.0,
     sample_every=4,
 )
 QUICK: Final = Settings(
@@ -103,6 +111,8 @@ QUICK: Final = Settings(
     ramp_start=25_000.0,
     step_seconds=0.4,
     latency_seconds=0.8,
+    latency_events=10,
+    latency_limit=2.0,
     sample_every=4,
 )
 
@@ -173,12 +183,12 @@ def _limited_by(usage: Usage) -> str:
 
 
 class _Window:
-    """Server CPU and wait from now until :meth:`usage`."""
+    """Server CPU and wait from now until :meth:`usage`; with several servers, the busiest."""
 
-    def __init__(self, server: Server) -> None:
-        self.server = server
-        self.cpu = server.cpu()
-        self.wait = server.run_wait()
+    def __init__(self, servers: Server | list[Server]) -> None:
+        self.servers = servers if isinstance(servers, list) else [servers]
+        self.cpu = [server.cpu() for server in self.servers]
+        self.wait = [server.run_wait() for server in self.servers]
         self.started = time.perf_counter()
 
     def usage(
@@ -186,9 +196,18 @@ class _Window:
     ) -> Usage:
         """Shares of the wall time; client values are seconds over the same window."""
         elapsed = time.perf_counter() - self.started if wall is None else wall
+        cpu = [
+            (server.cpu() - before) / elapsed
+            for server, before in zip(self.servers, self.cpu, strict=True)
+        ]
+        wait = [
+            (server.run_wait() - before) / elapsed
+            for server, before in zip(self.servers, self.wait, strict=True)
+        ]
+        busiest = max(range(len(cpu)), key=lambda k: cpu[k] + wait[k])
         return Usage(
-            server_cpu=(self.server.cpu() - self.cpu) / elapsed,
-            server_wait=(self.server.run_wait() - self.wait) / elapsed,
+            server_cpu=cpu[busiest],
+            server_wait=wait[busiest],
             clients_cpu=tuple(value / elapsed for value in clients_cpu),
             clients_wait=tuple(value / elapsed for value in clients_wait),
         )
@@ -273,18 +292,18 @@ class _Totals:
 
 
 class _Broadcast:
-    """One implementation's subscribers on one server, and the publisher's control endpoint."""
+    """Subscribers of one implementation on one or more servers; the first one publishes."""
 
-    def __init__(self, server: Server, clients: Clients, impl: str) -> None:
-        self.server = server
-        self.clients = clients
+    def __init__(self, servers: list[Server], groups: list[Clients], impl: str) -> None:
+        self.servers = servers
+        self.groups = groups
         self.impl = impl
         #: Events the clients should have counted once everything published has arrived.
         self.expected = 0
         self.latencies: list[int] = []
 
     def totals(self) -> _Totals:
-        answers = self.clients.broadcast("count", 30.0)
+        answers = [answer for group in self.groups for answer in group.broadcast("count", 30.0)]
         for answer in answers:
             self.latencies.extend(answer["latencies_us"])
         return _Totals(
@@ -294,10 +313,22 @@ class _Broadcast:
             lost=sum(answer["lost"] for answer in answers),
         )
 
+    def subscribers(self) -> int:
+        return sum(int(server.get(f"/{self.impl}/count", 10.0)) for server in self.servers)
+
+    def open(self, more: int, concurrency: int) -> None:
+        """``more`` subscribers, spread over every client process of every group."""
+        shares = iter(_split(more, sum(len(group) for group in self.groups)))
+        for group in self.groups:
+            lines = [f"open {next(shares)} {concurrency}" for _ in range(len(group))]
+            failed = sum(answer["failed"] for answer in group.command(lines, 60.0 + more / 100))
+            if failed:
+                raise RuntimeError(f"{failed} subscribers failed to open")
+
     def wait_subscribers(self, count: int, limit: float = 60.0) -> None:
         deadline = time.monotonic() + limit
         while time.monotonic() < deadline:
-            now = int(self.server.get(f"/{self.impl}/count", 10.0))
+            now = self.subscribers()
             if now == count:
                 return
             time.sleep(0.05)
@@ -306,9 +337,10 @@ class _Broadcast:
     def step(self, rate: float, seconds: float, tag: str, size: int) -> tuple[float, int, Usage]:
         """Publish at ``rate`` events/s for ``seconds``: deliveries/s, events published, usage."""
         before = self.totals()
-        window = _Window(self.server)
+        window = _Window(self.servers)
         query = f"rate={rate:.6f}&seconds={seconds}&tag={tag}"
-        answer = json.loads(self.server.get(f"/{self.impl}/publish?{query}", seconds + 60.0))
+        path = f"/{self.impl}/publish?{query}"
+        answer = json.loads(self.servers[0].get(path, seconds + 60.0))
         after = self.totals()
         usage = window.usage(
             [a - b for a, b in zip(after.cpu, before.cpu, strict=True)],
@@ -366,7 +398,9 @@ def measure_broadcast(
     assert best is not None
     saturation, saturation_usage = best
     rate = saturation / 2 / size
-    seconds = max(settings.latency_seconds, min(10.0, 20 / rate))
+    seconds = max(
+        settings.latency_seconds, min(settings.latency_limit, settings.latency_events / rate)
+    )
     broadcast.latencies.clear()
     _, _, half_usage = broadcast.step(rate, seconds, "l", size)
     missing += broadcast.drain()
@@ -389,34 +423,76 @@ def measure_broadcast(
     return metrics, limit
 
 
+def broadcast_sizes(
+    broadcast: _Broadcast,
+    case_of: Callable[[int], Case],
+    settings: Settings,
+    rep: int,
+    results: Results,
+) -> None:
+    """Every size, ascending: the subscribers of a size stay for the next."""
+    have = 0
+    for size in settings.sizes:
+        case = case_of(size)
+        _progress(f"  {case[0]}, {size:,} subscribers")
+        broadcast.open(size - have, settings.open_concurrency)
+        have = size
+        broadcast.wait_subscribers(size)
+        try:
+            metrics, limit = measure_broadcast(broadcast, size, settings)
+        except (RuntimeError, OSError, TimeoutError, ValueError) as exc:
+            results.failures.append(f"rep {rep + 1}, {', '.join(case)}, {broadcast.impl}: {exc}")
+            _progress(f"FAILED {results.failures[-1]}")
+            return
+        # The Redis-backed hub is sse_sm too: its rows go in sse_sm's column.
+        label = "sse_sm" if broadcast.impl == "sse_sm_redis" else broadcast.impl
+        results.add(case, label, rep, metrics)
+        results.limit(case, label, limit)
+
+
 def run_broadcast(
     server: Server, impl: str, settings: Settings, rep: int, results: Results
 ) -> None:
-    """Every size, ascending, on one set of clients: the subscribers of a size stay for the next."""
+    """The broadcast section on one server."""
     with Clients(settings.clients, server.port, f"/{impl}/sub", settings.sample_every) as clients:
-        broadcast = _Broadcast(server, clients, impl)
-        have = 0
-        for size in settings.sizes:
-            case = ("broadcast", server.server, f"{size:,} subscribers")
-            _progress(f"  broadcast, {size:,} subscribers")
-            lines = [
-                f"open {n} {settings.open_concurrency}" for n in _split(size - have, len(clients))
-            ]
-            opened = clients.command(lines, 60.0 + size / 100)
-            failed = sum(answer["failed"] for answer in opened)
-            if failed:
-                raise RuntimeError(f"{failed} subscribers failed to open")
-            have = size
-            broadcast.wait_subscribers(size)
-            try:
-                metrics, limit = measure_broadcast(broadcast, size, settings)
-            except (RuntimeError, OSError, TimeoutError, ValueError) as exc:
-                results.failures.append(f"rep {rep + 1}, {case}, {impl}: {exc}")
-                _progress(f"FAILED {results.failures[-1]}")
-                return
-            results.add(case, impl, rep, metrics)
-            results.limit(case, impl, limit)
+        broadcast = _Broadcast([server], [clients], impl)
+        broadcast_sizes(
+            broadcast,
+            lambda size: ("broadcast", server.server, f"{size:,} subscribers"),
+            settings,
+            rep,
+            results,
+        )
         clients.broadcast("close", 30.0)
+
+
+def run_cross(settings: Settings, rep: int, results: Results) -> None:
+    """Two uvicorn processes on one redis-server: the publisher in A, subscribers over both.
+
+    Each process has its own ``Hub(RedisBackend(...), policy=BLOCK)``
+    (``sse_sm_redis`` in :mod:`bench.scale.app`); half the client processes
+    connect to A, half to B.  Measured like the broadcast section.
+    """
+    per_server = max(1, settings.clients // 2)
+    with running_redis() as url, contextlib.ExitStack() as stack:
+        environment = {REDIS_ENV: url}
+        servers = [stack.enter_context(Server("uvicorn", environment)) for _ in range(2)]
+        for server in servers:
+            server.wait_ready()
+        groups = [
+            stack.enter_context(
+                Clients(per_server, server.port, "/sse_sm_redis/sub", settings.sample_every)
+            )
+            for server in servers
+        ]
+        broadcast = _Broadcast(servers, groups, "sse_sm_redis")
+        broadcast_sizes(
+            broadcast,
+            lambda size: ("cross-process", "uvicorn x2 + redis", f"{size:,} subscribers"),
+            settings,
+            rep,
+            results,
+        )
 
 
 # ------------------------------------------------------------------ one server, every section
@@ -437,7 +513,7 @@ def run_server(
             "idle": run_idle,
             "churn": run_churn,
         }
-        for section in sections:
+        for section in (section for section in sections if section != "cross"):
             _progress(f"[rep {rep + 1}] {server_name} {impl}: {section}")
             section_started = time.perf_counter()
             try:
@@ -614,7 +690,8 @@ def main(argv: list[str] | None = None) -> int:
         if not set(servers) <= set(SERVER_IMPLS):
             parser.error(f"--servers: unknown server in {args.servers!r}")
         settings = replace(settings, servers=servers)
-    sections = tuple(args.sections.split(",")) if args.sections else SECTIONS
+    default_sections = QUICK_SECTIONS if args.quick else SECTIONS
+    sections = tuple(args.sections.split(",")) if args.sections else default_sections
     if not set(sections) <= set(SECTIONS):
         parser.error(f"--sections: unknown section in {args.sections!r}")
     impls = tuple(args.impls.split(",")) if args.impls else IMPLS
@@ -644,6 +721,13 @@ def main(argv: list[str] | None = None) -> int:
                 if impl not in SERVER_IMPLS[server_name]:
                     continue
                 run_server(server_name, impl, settings, sections, rep, results)
+        if "cross" in sections:
+            _progress(f"[rep {rep + 1}] cross-process: two uvicorn processes on redis")
+            try:
+                run_cross(settings, rep, results)
+            except (RuntimeError, OSError, TimeoutError, ValueError) as exc:
+                results.failures.append(f"rep {rep + 1}, cross-process: {exc}")
+                _progress(f"FAILED {results.failures[-1]}")
     elapsed = time.perf_counter() - started
     load_after = _load()
 

@@ -20,24 +20,60 @@ import http.client
 import json
 import os
 import select
+import shutil
 import socket
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, Final
 
 from bench.loopback import ROOT, cpu_seconds
 
-__all__ = ("Clients", "Server", "source_addresses")
+__all__ = ("Clients", "Server", "running_redis", "source_addresses")
 
 _BACKLOG: Final = 4096
 _READY_LIMIT: Final = 20.0
 _STOP_LIMIT: Final = 5.0
 #: Source addresses per client process (each has its own ~28,000 ephemeral ports).
 _SOURCES_PER_CLIENT: Final = 16
+
+
+@contextlib.contextmanager
+def running_redis() -> Iterator[str]:
+    """A ``redis-server`` of our own on a free loopback port, no persistence; its URL.
+
+    Redis cannot take an inherited socket, so the port is found by binding
+    port 0 and closing it (a rare race with another process is a failed
+    start).  Stopped by its PID (SIGTERM, then SIGKILL) on every way out.
+    """
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise RuntimeError("no redis-server on PATH (bash scripts/install_redis.sh)")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with tempfile.TemporaryDirectory() as directory:
+        arguments = ["--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        process = subprocess.Popen(
+            [binary, *arguments, "--dir", directory],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+        )
+        try:
+            deadline = time.monotonic() + _READY_LIMIT
+            while True:
+                with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port)):
+                    break
+                if time.monotonic() > deadline or process.poll() is not None:
+                    raise RuntimeError("redis-server did not start")
+                time.sleep(0.02)
+            yield f"redis://127.0.0.1:{port}/0"
+        finally:
+            _stop(process)
 
 
 def source_addresses(client: int) -> list[str]:
@@ -66,7 +102,7 @@ def _tail(log: IO[bytes], size: int = 2000) -> str:
 class Server:
     """One server process serving :mod:`bench.scale.app`."""
 
-    def __init__(self, server: str) -> None:
+    def __init__(self, server: str, environment: dict[str, str] | None = None) -> None:
         self.server = server
         self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -79,6 +115,7 @@ class Server:
             [sys.executable, "-m", "bench.scale.serve", server, str(fd)],
             cwd=ROOT,
             pass_fds=[fd],
+            env={**os.environ, **(environment or {})},
             stdin=subprocess.DEVNULL,
             stdout=self._log,
             stderr=subprocess.STDOUT,

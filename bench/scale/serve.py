@@ -37,7 +37,7 @@ def main(argv: list[str]) -> int:
             app,
             loop="uvloop",
             http="httptools",
-            lifespan="off",
+            lifespan="on",
             log_level="warning",
             access_log=False,
             timeout_graceful_shutdown=2,
