@@ -1,16 +1,28 @@
 """``python -m bench.scale.client SPEC``: one load-client process, driven over stdin.
 
 ``SPEC`` is JSON: ``{"port": int, "path": str, "sources": [ip, ...],
-"sample_every": int}``.  Each stream connects from the next source address
-in turn (several 127.0.0.x addresses, so that ephemeral ports do not run
-out), sends ``GET path`` and counts ``data: `` in what arrives (one per
-event; pings are comments).  One stream in ``sample_every`` also parses the
-events tagged ``l`` (data ``"l SEQ MONOTONIC_NS"``) and records the
-publish-to-client latency; the clock is the machine's monotonic clock,
-shared with the server.
+"sample_every": int, "resume_port": int}`` (the last optional).  Each
+stream connects from the next source address in turn (several 127.0.0.x
+addresses, so that ephemeral ports do not run out), sends ``GET path``
+and counts ``data: `` in what arrives (one per event; pings are
+comments).  One stream in ``sample_every`` also parses the events tagged
+``l`` (data ``"l SEQ MONOTONIC_NS"``) and records the publish-to-client
+latency; the clock is the machine's monotonic clock, shared with the
+server.
 
 The client is as cheap as this file can make it: asyncio protocols (no
 streams, no tasks per connection) on uvloop when it is installed.
+
+With ``resume_port``, every stream parses every line instead: it checks
+that the sequence numbers in the data go up by one (``lost``, and
+``duplicates``), keeps the last ``id:`` and ``retry:``, and when the server
+ends the stream (a drain) waits ``retry`` milliseconds and reconnects to
+``resume_port`` with ``Last-Event-ID``.  ``count`` then also answers
+``duplicates``, ``gaps`` (``sse_sm.gap`` events), ``reconnected``,
+``resumed`` (streams with an event since their reconnection), and
+``lost`` counts lost events (not streams);
+``last_resumed_ns`` (when the last of those arrived), ``min_seq`` and
+``reconnects_failed``.
 
 Commands, one per line on stdin; each is answered by one JSON line on stdout:
 
@@ -36,6 +48,7 @@ import asyncio
 import json
 import sys
 import time
+from collections.abc import Callable
 from typing import Any, Final, cast
 
 from bench.scale import raise_nofile
@@ -133,6 +146,98 @@ class _Stream(asyncio.Protocol):
         self._resolve(False)
 
 
+class _Resume:
+    """One stream's life across reconnections: the last id and sequence number seen.
+
+    Events carry data ``"TAG SEQ MONOTONIC_NS"`` with ``SEQ`` counting from
+    0 (one publisher); a ``SEQ`` at or below the last one is a duplicate,
+    one more than a step ahead means events were lost on the way.
+    """
+
+    __slots__ = ("last_id", "last_seq", "reconnects", "resumed_ns", "retry_ms")
+
+    def __init__(self) -> None:
+        self.last_id = ""
+        self.last_seq = -1
+        self.retry_ms = 3000
+        self.reconnects = 0
+        #: When the first event after the last reconnection arrived (0: not yet).
+        self.resumed_ns = 0
+
+
+class _ResumingStream(asyncio.Protocol):
+    """A stream that parses every line, checks the sequence, and reconnects when let go.
+
+    When the server closes the stream (a drain), the client waits the
+    ``retry:`` the server sent, then reconnects to the resume port with
+    ``Last-Event-ID``.  Counted on the client: duplicates, lost events, gap
+    events (``sse_sm.gap``).
+    """
+
+    __slots__ = ("buffer", "client", "first", "head", "state", "transport")
+
+    def __init__(self, client: Client, state: _Resume, first: asyncio.Future[bool] | None) -> None:
+        self.client = client
+        self.state = state
+        self.first = first
+        self.head = False
+        self.buffer = b""
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        self.client.transports.add(self.transport)
+        request = self.client.request
+        if self.state.last_id:
+            request = request[:-2] + f"Last-Event-ID: {self.state.last_id}\r\n\r\n".encode()
+        self.transport.write(request)
+
+    def data_received(self, data: bytes) -> None:
+        buffer = self.buffer + data
+        if not self.head:
+            end = buffer.find(b"\r\n\r\n")
+            if end < 0:
+                self.buffer = buffer
+                return
+            self.head = True
+            ok = buffer.startswith(_STATUS_OK)
+            if self.first is not None and not self.first.done():
+                self.first.set_result(ok)
+            buffer = buffer[end + 4 :]
+        lines = buffer.split(b"\n")
+        self.buffer = lines.pop()
+        state, client = self.state, self.client
+        for raw in lines:
+            line = raw.rstrip(b"\r")
+            if line.startswith(b"data: "):
+                fields = line[6:].split()
+                if len(fields) != 3:
+                    continue
+                seq = int(fields[1])
+                client.events += 1
+                if seq <= state.last_seq:
+                    client.duplicates += 1
+                else:
+                    client.lost += seq - state.last_seq - 1
+                    state.last_seq = seq
+                if state.reconnects and not state.resumed_ns:
+                    state.resumed_ns = time.monotonic_ns()
+            elif line.startswith(b"id: "):
+                state.last_id = line[4:].decode()
+            elif line.startswith(b"retry: "):
+                state.retry_ms = int(line[7:])
+            elif line.startswith(b"event: sse_sm.gap"):
+                client.gaps += 1
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.transport is not None:
+            self.client.transports.discard(self.transport)
+        if self.first is not None and not self.first.done():
+            self.first.set_result(False)
+        if not self.client.closing:
+            asyncio.get_running_loop().create_task(self.client.reconnect(self.state))
+
+
 class Client:
     """The streams of this process, and the commands."""
 
@@ -151,6 +256,12 @@ class Client:
         self.closing = False
         self.resolve_on_event = False
         self._next = 0
+        #: Resume mode: the port streams reconnect to after the server lets them go.
+        self.resume_port: int | None = spec.get("resume_port")
+        self.resumes: list[_Resume] = []
+        self.duplicates = 0
+        self.gaps = 0
+        self.reconnects_failed = 0
 
     async def _connect(self, first: asyncio.Future[bool] | None) -> asyncio.Transport:
         index = self._next
@@ -158,16 +269,39 @@ class Client:
         sampled = self.sample_every > 0 and index % self.sample_every == 0
         source = self.sources[index % len(self.sources)]
         loop = asyncio.get_running_loop()
+        factory: Callable[[], asyncio.Protocol]
+        if self.resume_port is None:
+            factory = lambda: _Stream(self, sampled, first)  # noqa: E731
+        else:
+            state = _Resume()
+            self.resumes.append(state)
+            factory = lambda: _ResumingStream(self, state, first)  # noqa: E731
         transport, _ = await asyncio.wait_for(
-            loop.create_connection(
-                lambda: _Stream(self, sampled, first),
-                "127.0.0.1",
-                self.port,
-                local_addr=(source, 0),
-            ),
+            loop.create_connection(factory, "127.0.0.1", self.port, local_addr=(source, 0)),
             LIMIT,
         )
         return transport
+
+    async def reconnect(self, state: _Resume) -> None:
+        """After the server let a stream go: wait its ``retry``, resume on the resume port."""
+        assert self.resume_port is not None
+        await asyncio.sleep(state.retry_ms / 1000)
+        state.reconnects += 1
+        state.resumed_ns = 0
+        source = self.sources[state.reconnects % len(self.sources)]
+        loop = asyncio.get_running_loop()
+        try:
+            await asyncio.wait_for(
+                loop.create_connection(
+                    lambda: _ResumingStream(self, state, None),
+                    "127.0.0.1",
+                    self.resume_port,
+                    local_addr=(source, 0),
+                ),
+                LIMIT,
+            )
+        except (OSError, asyncio.TimeoutError):
+            self.reconnects_failed += 1
 
     async def open(self, streams: int, concurrency: int) -> dict[str, Any]:
         self.resolve_on_event = False
@@ -196,7 +330,19 @@ class Client:
 
     def count(self) -> dict[str, Any]:
         latencies, self.latencies = self.latencies, []
+        resume = {}
+        if self.resume_port is not None:
+            resume = {
+                "duplicates": self.duplicates,
+                "gaps": self.gaps,
+                "reconnected": sum(1 for state in self.resumes if state.reconnects),
+                "resumed": sum(1 for state in self.resumes if state.resumed_ns),
+                "last_resumed_ns": max((state.resumed_ns for state in self.resumes), default=0),
+                "min_seq": min((state.last_seq for state in self.resumes), default=-1),
+                "reconnects_failed": self.reconnects_failed,
+            }
         return {
+            **resume,
             "events": self.events,
             "open": len(self.transports),
             "lost": self.lost,

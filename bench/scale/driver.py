@@ -25,6 +25,7 @@ import os
 import signal
 import statistics
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
@@ -35,7 +36,7 @@ from bench.scale.procs import Clients, Server, running_redis
 
 __all__ = ("FULL", "QUICK", "Settings", "main")
 
-SECTIONS: Final = ("idle", "churn", "broadcast", "cross")
+SECTIONS: Final = ("idle", "churn", "broadcast", "cross", "storm")
 #: What ``--quick`` runs unless ``--sections`` says otherwise.
 QUICK_SECTIONS: Final = ("idle", "churn", "broadcast")
 #: The implementations each server runs (the queue patterns need asyncio).
@@ -77,6 +78,9 @@ class Settings:
     latency_limit: float
     #: One broadcast stream in this many records latencies.
     sample_every: int
+    #: Reconnect storm: streams on worker A, and events/s the publisher on B sends throughout.
+    storm_streams: int
+    storm_rate: float
 
 
 FULL: Final = Settings(
@@ -96,6 +100,8 @@ FULL: Final = Settings(
     latency_events=20,
     latency_limit=10.0,
     sample_every=4,
+    storm_streams=2_000,
+    storm_rate=20.0,
 )
 QUICK: Final = Settings(
     name="quick",
@@ -114,6 +120,8 @@ QUICK: Final = Settings(
     latency_events=10,
     latency_limit=2.0,
     sample_every=4,
+    storm_streams=200,
+    storm_rate=20.0,
 )
 
 Case = tuple[str, str, str]  # section, server, case
@@ -495,6 +503,103 @@ def run_cross(settings: Settings, rep: int, results: Results) -> None:
         )
 
 
+#: Seconds the storm section waits for every stream to resume, after the drain began.
+_STORM_LIMIT: Final = 30.0
+#: Seconds of publishing before worker A is told to stop.
+_STORM_LEAD: Final = 1.0
+
+
+def _storm_totals(clients: Clients) -> dict[str, int]:
+    answers = clients.broadcast("count", 30.0)
+    keys = ("events", "lost", "duplicates", "gaps", "reconnected", "resumed", "reconnects_failed")
+    totals = {key: sum(int(answer[key]) for answer in answers) for key in keys}
+    totals["last_resumed_ns"] = max(int(answer["last_resumed_ns"]) for answer in answers)
+    totals["min_seq"] = min(int(answer["min_seq"]) for answer in answers)
+    return totals
+
+
+def run_storm(settings: Settings, rep: int, results: Results) -> None:
+    """N streams on worker A; A drains (SIGTERM) while B publishes; the clients resume on B.
+
+    Both workers are uvicorn processes with a Hub on one RedisBackend; A's
+    streams end with ``retry:`` drawn from 1,000 to 5,000 ms
+    (``drain_retry``), and each client reconnects to B with
+    ``Last-Event-ID`` after that delay.  Measured: the time from the
+    SIGTERM until every stream has had an event from B, and the events lost
+    or duplicated on the way (sequence numbers in the data), and the gap
+    events the hub sent.
+    """
+    streams = settings.storm_streams
+    case = ("reconnect storm", "uvicorn x2 + redis", f"{streams:,} streams")
+    with running_redis() as url, contextlib.ExitStack() as stack:
+        environment = {REDIS_ENV: url}
+        worker_a = stack.enter_context(Server("uvicorn", environment))
+        worker_b = stack.enter_context(Server("uvicorn", environment))
+        worker_a.wait_ready()
+        worker_b.wait_ready()
+        clients = stack.enter_context(
+            Clients(settings.clients, worker_a.port, "/sse_sm_redis/sub", resume_port=worker_b.port)
+        )
+        lines = [f"open {n} {settings.open_concurrency}" for n in _split(streams, len(clients))]
+        failed = sum(answer["failed"] for answer in clients.command(lines, 60.0 + streams / 100))
+        if failed:
+            raise RuntimeError(f"{failed} of {streams} streams failed to open on worker A")
+        _Broadcast([worker_a], [clients], "sse_sm_redis").wait_subscribers(streams)
+        seconds = _STORM_LEAD + 5.0 + 3.0  # the lead, the longest retry, and some after
+        published: list[int] = []
+
+        def publish() -> None:
+            query = f"rate={settings.storm_rate}&seconds={seconds}&tag=s"
+            answer = json.loads(worker_b.get(f"/sse_sm_redis/publish?{query}", seconds + 60.0))
+            published.append(int(answer["published"]))
+
+        publisher = threading.Thread(target=publish, daemon=True)
+        publisher.start()
+        time.sleep(_STORM_LEAD)
+        drained_at = time.monotonic_ns()
+        worker_a.terminate()
+        deadline = time.monotonic() + _STORM_LIMIT
+        totals = _storm_totals(clients)
+        while totals["resumed"] < streams and time.monotonic() < deadline:
+            time.sleep(0.1)
+            totals = _storm_totals(clients)
+        publisher.join(seconds + 60.0)
+        if not published:
+            raise RuntimeError("the publisher on worker B did not answer")
+        last = published[0] - 1
+        # Until every stream has the last event (bounded): then nothing is still on its way.
+        settle = time.monotonic() + 10.0
+        while totals["min_seq"] < last and time.monotonic() < settle:
+            time.sleep(0.1)
+            totals = _storm_totals(clients)
+        clients.broadcast("close", 30.0)
+    _progress(
+        f"  storm: {totals['reconnected']}/{streams} reconnected, {totals['resumed']} resumed, "
+        f"{totals['events']:,} events for {published[0]} published, {totals['lost']} lost, "
+        f"{totals['duplicates']} duplicated, {totals['gaps']} gaps"
+    )
+    if totals["reconnected"] < streams:
+        results.failures.append(
+            f"rep {rep + 1}, reconnect storm: only {totals['reconnected']} of {streams} "
+            "streams were let go by worker A"
+        )
+    if totals["resumed"] < streams:
+        results.failures.append(
+            f"rep {rep + 1}, reconnect storm: {streams - totals['resumed']} of {streams} "
+            f"streams did not resume within {_STORM_LIMIT} s"
+        )
+    behind = 0 if totals["min_seq"] >= last else 1
+    metrics = {
+        "resume_s": (totals["last_resumed_ns"] - drained_at) / 1e9,
+        "storm_lost": float(totals["lost"]),
+        "storm_duplicates": float(totals["duplicates"]),
+        "storm_gaps": float(totals["gaps"]),
+        "storm_behind": float(behind),
+        "reconnects_failed": float(totals["reconnects_failed"]),
+    }
+    results.add(case, "sse_sm", rep, metrics)
+
+
 # ------------------------------------------------------------------ one server, every section
 
 
@@ -513,7 +618,7 @@ def run_server(
             "idle": run_idle,
             "churn": run_churn,
         }
-        for section in (section for section in sections if section != "cross"):
+        for section in (section for section in sections if section in QUICK_SECTIONS):
             _progress(f"[rep {rep + 1}] {server_name} {impl}: {section}")
             section_started = time.perf_counter()
             try:
@@ -588,6 +693,12 @@ METRICS: Final[dict[str, tuple[str, Callable[[float], str], bool]]] = {
     "p99_ms": ("latency p99 at half rate", _ms, True),
     "max_ms": ("latency max at half rate", _ms, True),
     "missing": ("events missing", _count, False),
+    "resume_s": ("time from SIGTERM until every stream resumed", _seconds, False),
+    "storm_lost": ("events lost", _count, False),
+    "storm_duplicates": ("events duplicated", _count, False),
+    "storm_gaps": ("gap events sent", _count, False),
+    "storm_behind": ("a stream missed the last event (1) or none (0)", _count, False),
+    "reconnects_failed": ("reconnections that failed", _count, False),
 }
 
 
@@ -721,6 +832,13 @@ def main(argv: list[str] | None = None) -> int:
                 if impl not in SERVER_IMPLS[server_name]:
                     continue
                 run_server(server_name, impl, settings, sections, rep, results)
+        if "storm" in sections:
+            _progress(f"[rep {rep + 1}] reconnect storm: drain one uvicorn, resume on another")
+            try:
+                run_storm(settings, rep, results)
+            except (RuntimeError, OSError, TimeoutError, ValueError) as exc:
+                results.failures.append(f"rep {rep + 1}, reconnect storm: {exc}")
+                _progress(f"FAILED {results.failures[-1]}")
         if "cross" in sections:
             _progress(f"[rep {rep + 1}] cross-process: two uvicorn processes on redis")
             try:

@@ -164,6 +164,11 @@ class Server:
             time.sleep(0.05)
         raise RuntimeError(f"{self.server} not ready within {_READY_LIMIT} s: {self.log_tail()}")
 
+    def terminate(self) -> None:
+        """SIGTERM, without waiting: the server drains and exits (reaped on the way out)."""
+        if self._process.poll() is None:
+            self._process.terminate()
+
     def alive(self) -> bool:
         return self._process.poll() is None
 
@@ -252,17 +257,26 @@ class _Client:
 class Clients:
     """``count`` client processes streaming from ``path`` on ``port``."""
 
-    def __init__(self, count: int, port: int, path: str, sample_every: int = 0) -> None:
+    def __init__(
+        self,
+        count: int,
+        port: int,
+        path: str,
+        sample_every: int = 0,
+        resume_port: int | None = None,
+    ) -> None:
         self._log = tempfile.TemporaryFile()  # noqa: SIM115 (closed in __exit__)
         self._clients: list[_Client] = []
         try:
             for index in range(count):
-                spec = {
+                spec: dict[str, Any] = {
                     "port": port,
                     "path": path,
                     "sources": source_addresses(index),
                     "sample_every": sample_every,
                 }
+                if resume_port is not None:
+                    spec["resume_port"] = resume_port
                 self._clients.append(_Client(spec, self._log))
             self.gather(_READY_LIMIT)
         except BaseException:
