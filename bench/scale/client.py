@@ -28,13 +28,15 @@ Commands, one per line on stdin; each is answered by one JSON line on stdout:
 
 * ``open N CONCURRENCY``: open ``N`` more streams, at most ``CONCURRENCY``
   connecting at once; answers when every one has its response head (or
-  failed): ``{"opened", "failed", "seconds", "cpu", "wait"}``;
+  failed): ``{"opened", "failed", "seconds", "cpu", "wait", "errors"}`` (failed
+  connections by cause since the start, ``EADDRNOTAVAIL`` meaning out of
+  ports);
 * ``count``: ``{"events", "open", "lost", "cpu", "wait", "latencies_us"}``
   (CPU seconds and seconds spent waiting for a CPU so far, and the
   latencies recorded since the last ``count``);
 * ``churn SECONDS CONCURRENCY``: for ``SECONDS``, ``CONCURRENCY`` loops
   each open a stream on ``path``, wait for its first event and close it:
-  ``{"completed", "failed", "seconds", "cpu", "wait"}``;
+  ``{"completed", "failed", "seconds", "cpu", "wait", "errors"}``;
 * ``close``: close every stream: ``{"closed"}``;
 * ``quit``, or the end of stdin: exit.
 
@@ -45,6 +47,7 @@ raises RLIMIT_NOFILE first.
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import sys
 import time
@@ -262,6 +265,8 @@ class Client:
         self.duplicates = 0
         self.gaps = 0
         self.reconnects_failed = 0
+        #: Failed connections by cause, since the start.
+        self.errors: dict[str, int] = {}
 
     async def _connect(self, first: asyncio.Future[bool] | None) -> asyncio.Transport:
         index = self._next
@@ -300,8 +305,17 @@ class Client:
                 ),
                 LIMIT,
             )
-        except (OSError, asyncio.TimeoutError):
+        except (OSError, asyncio.TimeoutError) as exc:
             self.reconnects_failed += 1
+            self.note(exc)
+
+    def note(self, exc: BaseException) -> None:
+        """Count a failed connection by its cause (``EADDRNOTAVAIL``: out of ports)."""
+        if isinstance(exc, OSError) and exc.errno is not None:
+            cause = errno.errorcode.get(exc.errno, str(exc.errno))
+        else:
+            cause = type(exc).__name__
+        self.errors[cause] = self.errors.get(cause, 0) + 1
 
     async def open(self, streams: int, concurrency: int) -> dict[str, Any]:
         self.resolve_on_event = False
@@ -315,7 +329,8 @@ class Client:
                 try:
                     await self._connect(first)
                     return await asyncio.wait_for(first, LIMIT)
-                except (OSError, asyncio.TimeoutError):
+                except (OSError, asyncio.TimeoutError) as exc:
+                    self.note(exc)
                     return False
 
         cpu, wait, started = time.process_time(), _run_wait(), time.perf_counter()
@@ -326,6 +341,7 @@ class Client:
             "seconds": time.perf_counter() - started,
             "cpu": time.process_time() - cpu,
             "wait": _run_wait() - wait,
+            "errors": self.errors,
         }
 
     def count(self) -> dict[str, Any]:
@@ -366,7 +382,8 @@ class Client:
                 try:
                     transport = await self._connect(first)
                     ok = await asyncio.wait_for(first, LIMIT)
-                except (OSError, asyncio.TimeoutError):
+                except (OSError, asyncio.TimeoutError) as exc:
+                    self.note(exc)
                     ok = False
                 finally:
                     if transport is not None:
@@ -384,6 +401,7 @@ class Client:
             "seconds": time.perf_counter() - started,
             "cpu": time.process_time() - cpu,
             "wait": _run_wait() - wait,
+            "errors": self.errors,
         }
 
     async def close(self) -> dict[str, Any]:

@@ -29,7 +29,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
-from typing import Final
+from typing import Any, Final
 
 from bench.scale import IMPLS, REDIS_ENV, raise_nofile
 from bench.scale.procs import Clients, Server, running_redis
@@ -148,6 +148,15 @@ def _split(total: int, parts: int) -> list[int]:
     return [total // parts + (1 if k < total % parts else 0) for k in range(parts)]
 
 
+def _errors(answers: list[dict[str, Any]]) -> str:
+    """The clients' failed connections by cause, e.g. ``EADDRNOTAVAIL 12`` (out of ports)."""
+    causes: dict[str, int] = {}
+    for answer in answers:
+        for cause, count in answer.get("errors", {}).items():
+            causes[cause] = causes.get(cause, 0) + count
+    return ", ".join(f"{cause} {count}" for cause, count in sorted(causes.items())) or "no cause"
+
+
 def _progress(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
@@ -242,7 +251,9 @@ def run_idle(server: Server, impl: str, settings: Settings) -> tuple[dict[str, f
         )
         failed = sum(answer["failed"] for answer in opened)
         if failed:
-            raise RuntimeError(f"{failed} of {streams} idle streams failed to open")
+            raise RuntimeError(
+                f"{failed} of {streams} idle streams failed to open: {_errors(opened)}"
+            )
         before = clients.broadcast("count", 30.0)
         idling = _Window(server)
         time.sleep(settings.idle_window)
@@ -279,13 +290,16 @@ def run_churn(server: Server, impl: str, settings: Settings) -> tuple[dict[str, 
     failed = sum(answer["failed"] for answer in answers)
     cpu = usage.server_cpu * wall
     if completed == 0 or cpu <= 0:
-        raise RuntimeError(f"churn: {completed} completed, {failed} failed")
+        raise RuntimeError(f"churn: {completed} completed, {failed} failed: {_errors(answers)}")
     metrics = {
         "churn_per_cpu_s": completed / cpu,
         "churn_per_s": completed / wall,
         "churn_failed": float(failed),
     }
-    return metrics, _limited_by(usage)
+    limit = _limited_by(usage)
+    if failed:
+        limit += f"; failed connections: {_errors(answers)}"
+    return metrics, limit
 
 
 # ------------------------------------------------------------------ broadcast
@@ -329,9 +343,10 @@ class _Broadcast:
         shares = iter(_split(more, sum(len(group) for group in self.groups)))
         for group in self.groups:
             lines = [f"open {next(shares)} {concurrency}" for _ in range(len(group))]
-            failed = sum(answer["failed"] for answer in group.command(lines, 60.0 + more / 100))
+            answers = group.command(lines, 60.0 + more / 100)
+            failed = sum(answer["failed"] for answer in answers)
             if failed:
-                raise RuntimeError(f"{failed} subscribers failed to open")
+                raise RuntimeError(f"{failed} subscribers failed to open: {_errors(answers)}")
 
     def wait_subscribers(self, count: int, limit: float = 60.0) -> None:
         deadline = time.monotonic() + limit
