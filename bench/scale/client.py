@@ -31,7 +31,8 @@ Commands, one per line on stdin; each is answered by one JSON line on stdout:
   failed): ``{"opened", "failed", "seconds", "cpu", "wait", "errors"}`` (failed
   connections by cause since the start, ``EADDRNOTAVAIL`` meaning out of
   ports);
-* ``count``: ``{"events", "open", "lost", "cpu", "wait", "latencies_us"}``
+* ``count``: ``{"events", "open", "lost", "cpu", "wait", "last_event_ns",
+  "latencies_us"}`` (``last_event_ns``: when the last read with events came)
   (CPU seconds and seconds spent waiting for a CPU so far, and the
   latencies recorded since the last ``count``);
 * ``churn SECONDS CONCURRENCY``: for ``SECONDS``, ``CONCURRENCY`` loops
@@ -119,6 +120,7 @@ class _Stream(asyncio.Protocol):
         if count:
             self.events += count
             self.client.events += count
+            self.client.last_event_ns = time.monotonic_ns()
             if self.client.resolve_on_event:
                 self._resolve(True)
         if self.sampled:
@@ -255,6 +257,8 @@ class Client:
         self.transports: set[asyncio.Transport] = set()
         self.events = 0
         self.lost = 0
+        #: When the most recent read with events arrived (monotonic ns).
+        self.last_event_ns = 0
         self.latencies: list[int] = []
         self.closing = False
         self.resolve_on_event = False
@@ -364,6 +368,7 @@ class Client:
             "lost": self.lost,
             "cpu": time.process_time(),
             "wait": _run_wait(),
+            "last_event_ns": self.last_event_ns,
             "latencies_us": [value // 1000 for value in latencies],
         }
 

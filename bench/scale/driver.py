@@ -48,6 +48,8 @@ SERVER_IMPLS: Final[dict[str, tuple[str, ...]]] = {
 SATURATED: Final = 0.8
 #: Ramp steps at most (the offered rate doubles each step).
 MAX_STEPS: Final = 9
+#: Seconds between two looks at the clients' counts while waiting for a step's last events.
+_DRAIN_POLL: Final = 0.005
 #: A figure is "limited by" a process whose CPU was at least this share of one core.
 BUSY: Final = 0.85
 #: Descriptors a server keeps for itself beside its streams.
@@ -324,6 +326,8 @@ class _Totals:
     cpu: list[float]
     wait: list[float]
     lost: int
+    #: When the most recent read with events arrived, on any client (monotonic ns).
+    last_event_ns: int
 
 
 class _Broadcast:
@@ -346,6 +350,7 @@ class _Broadcast:
             cpu=[answer["cpu"] for answer in answers],
             wait=[answer["wait"] for answer in answers],
             lost=sum(answer["lost"] for answer in answers),
+            last_event_ns=max(answer["last_event_ns"] for answer in answers),
         )
 
     def subscribers(self) -> int:
@@ -370,37 +375,56 @@ class _Broadcast:
             time.sleep(0.05)
         raise RuntimeError(f"{self.impl}: {now} subscribers, expected {count}")
 
-    def step(self, rate: float, seconds: float, tag: str, size: int) -> tuple[float, int, Usage]:
-        """Publish at ``rate`` events/s for ``seconds``: deliveries/s, events published, usage."""
+    def step(self, rate: float, seconds: float, tag: str, size: int) -> _Step:
+        """Publish at ``rate`` events/s for ``seconds``, then wait until everything arrived.
+
+        The deliveries/s are the step's deliveries divided by the time from
+        the publish request to the last delivery (the clients note when
+        each read with events arrived): unsaturated, that is about the
+        offered rate; saturated, the backlog drains after the publisher
+        stops and the quotient is the rate the server kept up.  CPU usage
+        covers the same span.
+        """
         before = self.totals()
         window = _Window(self.servers)
+        started_ns = time.monotonic_ns()
         query = f"rate={rate:.6f}&seconds={seconds}&tag={tag}"
         path = f"/{self.impl}/publish?{query}"
         answer = json.loads(self.servers[0].get(path, seconds + 60.0))
-        after = self.totals()
+        published = int(answer["published"])
+        self.expected += published * size
+        missing, after = self.drain()
         usage = window.usage(
             [a - b for a, b in zip(after.cpu, before.cpu, strict=True)],
             [a - b for a, b in zip(after.wait, before.wait, strict=True)],
         )
-        wall = time.perf_counter() - window.started
-        published = int(answer["published"])
-        self.expected += published * size
-        return (after.events - before.events) / wall, published, usage
+        span = max(after.last_event_ns - started_ns, 1) / 1e9
+        return _Step((after.events - before.events) / span, published, usage, missing)
 
-    def drain(self, limit: float = 30.0) -> int:
-        """Until every published event has arrived or nothing moved for 3 s; events missing."""
+    def drain(self, limit: float = 30.0) -> tuple[int, _Totals]:
+        """Until every published event has arrived, or nothing moved for 3 s (bounded).
+
+        Returns the events still missing, and the clients' last totals.
+        """
         deadline = time.monotonic() + limit
         last, last_change = -1, time.monotonic()
-        while time.monotonic() < deadline:
-            totals = self.totals()
-            if totals.events >= self.expected:
-                return self.expected - totals.events
+        totals = self.totals()
+        while totals.events < self.expected and time.monotonic() < deadline:
             if totals.events != last:
                 last, last_change = totals.events, time.monotonic()
             elif time.monotonic() - last_change > 3.0:
                 break
-            time.sleep(0.05)
-        return self.expected - self.totals().events
+            time.sleep(_DRAIN_POLL)
+            totals = self.totals()
+        return self.expected - totals.events, totals
+
+
+@dataclass(frozen=True)
+class _Step:
+    delivered_per_s: float
+    published: int
+    usage: Usage
+    missing: int
 
 
 def _percentile(ordered: list[int], share: float) -> float:
@@ -422,16 +446,15 @@ def measure_broadcast(
     def step(offered: float) -> bool:
         nonlocal best, missing
         planned = offered / size * settings.step_seconds
-        delivered, published, usage = broadcast.step(
-            offered / size, settings.step_seconds, "r", size
-        )
+        result = broadcast.step(offered / size, settings.step_seconds, "r", size)
+        delivered, published, usage = result.delivered_per_s, result.published, result.usage
+        missing += result.missing
         _progress(
             f"    offered {offered / 1e3:,.1f} k/s: delivered {delivered / 1e3:,.1f} k/s, "
             f"published {published}/{planned:.0f}, server CPU {usage.server_cpu:.0%}"
         )
         if best is None or delivered > best[0]:
             best = (delivered, usage)
-        missing += broadcast.drain()
         return published < 0.9 * planned or delivered < SATURATED * offered
 
     offered = settings.ramp_start
@@ -450,8 +473,9 @@ def measure_broadcast(
         settings.latency_seconds, min(settings.latency_limit, settings.latency_events / rate)
     )
     broadcast.latencies.clear()
-    _, _, half_usage = broadcast.step(rate, seconds, "l", size)
-    missing += broadcast.drain()
+    half = broadcast.step(rate, seconds, "l", size)
+    missing += half.missing
+    half_usage = half.usage
     broadcast.totals()  # collects the last latencies
     latencies = sorted(broadcast.latencies)
     if not latencies:
