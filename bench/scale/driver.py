@@ -108,7 +108,7 @@ FULL: Final = Settings(
     trio_idle_streams=5_000,
     trio_sizes=(1_000,),
     storm_streams=2_000,
-    storm_rate=20.0,
+    storm_rate=5.0,
 )
 QUICK: Final = Settings(
     name="quick",
@@ -130,7 +130,7 @@ QUICK: Final = Settings(
     trio_idle_streams=500,
     trio_sizes=(200,),
     storm_streams=200,
-    storm_rate=20.0,
+    storm_rate=5.0,
 )
 
 Case = tuple[str, str, str]  # section, server, case
@@ -853,6 +853,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--servers", help="a subset of uvicorn,hypercorn-trio")
     parser.add_argument("--idle-streams", type=int, help="streams of the idle section")
     parser.add_argument("--sizes", help="subscriber counts of the broadcast section, ascending")
+    parser.add_argument("--clients", type=int, help="load-client processes per section (2)")
     parser.add_argument("--json", metavar="PATH", help="every value of every repetition")
     args = parser.parse_args(argv)
     settings = QUICK if args.quick else FULL
@@ -860,6 +861,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.reps < 1:
             parser.error("--reps must be at least 1")
         settings = replace(settings, reps=args.reps)
+    if args.clients is not None:
+        if not 1 <= args.clients <= 14:
+            parser.error("--clients must be 1 to 14 (16 source addresses each, 127.0.0.10-255)")
+        settings = replace(settings, clients=args.clients)
     if args.idle_streams is not None:
         settings = replace(
             settings, idle_streams=args.idle_streams, trio_idle_streams=args.idle_streams
