@@ -654,7 +654,12 @@ def run_storm(settings: Settings, rep: int, results: Results) -> None:
         )
     behind = 0 if totals["min_seq"] >= last else 1
     metrics = {
-        "resume_s": (totals["last_resumed_ns"] - drained_at) / 1e9,
+        # Only when every stream resumed: otherwise the time is not "until all".
+        **(
+            {"resume_s": (totals["last_resumed_ns"] - drained_at) / 1e9}
+            if totals["resumed"] >= streams
+            else {}
+        ),
         "storm_lost": float(totals["lost"]),
         "storm_duplicates": float(totals["duplicates"]),
         "storm_gaps": float(totals["gaps"]),
