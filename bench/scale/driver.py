@@ -48,6 +48,8 @@ SERVER_IMPLS: Final[dict[str, tuple[str, ...]]] = {
 SATURATED: Final = 0.8
 #: Ramp steps at most (the offered rate doubles each step).
 MAX_STEPS: Final = 9
+#: Events the first ramp step publishes at least (its offered rate is raised to that).
+_MIN_STEP_EVENTS: Final = 5
 #: Seconds between two looks at the clients' counts while waiting for a step's last events.
 _DRAIN_POLL: Final = 0.005
 #: A figure is "limited by" a process whose CPU was at least this share of one core.
@@ -445,26 +447,29 @@ def measure_broadcast(
 
     def step(offered: float) -> bool:
         nonlocal best, missing
-        planned = offered / size * settings.step_seconds
+        # What the publisher will try to publish (it rounds, and publishes at least one).
+        planned = max(1, round(offered / size * settings.step_seconds))
         result = broadcast.step(offered / size, settings.step_seconds, "r", size)
         delivered, published, usage = result.delivered_per_s, result.published, result.usage
         missing += result.missing
         _progress(
             f"    offered {offered / 1e3:,.1f} k/s: delivered {delivered / 1e3:,.1f} k/s, "
-            f"published {published}/{planned:.0f}, server CPU {usage.server_cpu:.0%}"
+            f"published {published}/{planned}, server CPU {usage.server_cpu:.0%}"
         )
         if best is None or delivered > best[0]:
             best = (delivered, usage)
         return published < 0.9 * planned or delivered < SATURATED * offered
 
-    offered = settings.ramp_start
+    # At least a few events per step, or one event more or less decides the step.
+    start = max(settings.ramp_start, size * _MIN_STEP_EVENTS / settings.step_seconds)
+    offered = start
     saturated = False
     for _ in range(MAX_STEPS):
         saturated = step(offered)
         if saturated:
             break
         offered *= 2
-    if saturated and offered > settings.ramp_start:
+    if saturated and offered > start:
         step(offered * 0.75)
     assert best is not None
     saturation, saturation_usage = best
