@@ -48,6 +48,8 @@ SERVER_IMPLS: Final[dict[str, tuple[str, ...]]] = {
 SATURATED: Final = 0.8
 #: Ramp steps at most (the offered rate doubles each step).
 MAX_STEPS: Final = 9
+#: A section starts when the server used less than this share of a core for 0.25 s.
+_QUIET: Final = 0.05
 #: Events the first ramp step publishes at least (its offered rate is raised to that).
 _MIN_STEP_EVENTS: Final = 5
 #: Seconds between two looks at the clients' counts while waiting for a step's last events.
@@ -723,6 +725,9 @@ def run_server(
             # The next section starts once this one's streams are gone from the server.
             if not server.wait_fds_below(base_fds + 64, 60.0):
                 _progress(f"  {server.fds() - base_fds} descriptors still open after 60 s")
+            # ... and once the server has finished tearing them down.
+            if not server.wait_quiet(_QUIET, 60.0):
+                _progress("  the server was still busy 60 s after the section")
             _progress(f"  ({time.perf_counter() - section_started:.1f} s)")
 
 

@@ -198,6 +198,20 @@ class Server:
         """Open file descriptors."""
         return len(os.listdir(f"/proc/{self.pid}/fd"))
 
+    def wait_quiet(self, share: float, limit: float, interval: float = 0.25) -> bool:
+        """Until the server used under ``share`` of a core over ``interval`` (bounded).
+
+        Its descriptors go before its work does: after thousands of streams
+        close, the tasks that served them are still being torn down.
+        """
+        deadline = time.monotonic() + limit
+        while time.monotonic() < deadline:
+            before = self.cpu()
+            time.sleep(interval)
+            if self.cpu() - before < share * interval:
+                return True
+        return False
+
     def wait_fds_below(self, bound: int, limit: float) -> bool:
         """Until the server has fewer than ``bound`` descriptors (its streams are gone)."""
         deadline = time.monotonic() + limit
