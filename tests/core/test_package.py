@@ -182,3 +182,66 @@ def test_a_module_over_about_400_lines_says_why_at_its_top() -> None:
         assert "Why one module of this length" in docstring, (
             f"{path.relative_to(PACKAGE)} has {len(lines)} lines and no reason at its top"
         )
+
+
+def _package_imports(path: Path) -> set[str]:
+    """The sse_sm modules ``path`` imports at run time (not under TYPE_CHECKING)."""
+    module = ".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+    if module.endswith(".__init__"):
+        module = module[: -len(".__init__")]
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    skipped: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            skipped.update(id(child) for child in ast.walk(node))
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if id(node) in skipped or not isinstance(node, ast.ImportFrom):
+            continue
+        if node.level:
+            base = package.split(".")
+            base = base[: len(base) - (node.level - 1)]
+            target = ".".join([*base, node.module] if node.module else base)
+        else:
+            target = node.module or ""
+        if not target.startswith("sse_sm"):
+            continue
+        found.add(target)
+        # "from . import x" imports the submodule x, not only the package.
+        found.update(f"{target}.{alias.name}" for alias in node.names)
+    return found
+
+
+def test_no_import_cycle_in_the_package() -> None:
+    modules = {
+        ".".join(p.relative_to(PACKAGE.parent).with_suffix("").parts).removesuffix(".__init__"): p
+        for p in _modules()
+    }
+    graph = {
+        name: {t for t in _package_imports(path) if t in modules} for name, path in modules.items()
+    }
+    # A package's __init__ re-exporting its submodules is not a cycle to worry about.
+    graph = {
+        name: {
+            t
+            for t in targets
+            if not (name.startswith(t + ".") and modules[t].name == "__init__.py")
+        }
+        for name, targets in graph.items()
+    }
+    visiting: list[str] = []
+    done: set[str] = set()
+
+    def visit(name: str) -> None:
+        if name in done:
+            return
+        assert name not in visiting, " -> ".join([*visiting[visiting.index(name) :], name])
+        visiting.append(name)
+        for target in sorted(graph[name]):
+            visit(target)
+        visiting.pop()
+        done.add(name)
+
+    for name in sorted(graph):
+        visit(name)
