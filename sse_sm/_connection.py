@@ -233,9 +233,13 @@ class Connection:
         nothing is raised.
 
         Raises:
+            TransitionError: the connection already ran; nothing was sent.
             SendTimeoutError: closed because a send exceeded ``send_timeout``.
-            Exception: the source, a callback or the server raised it (closed
-                with reason ``error``).
+            BaseException: whatever the source, a callback or the server
+                raised, of any type but the backend's cancellation (closed
+                with reason ``error``), re-raised after the cleanup.
+            The backend's cancellation, when the task was cancelled (closed
+                with reason ``cancelled``).
         """
         machine = self._machine
         if not machine.allows(Trigger.STARTED):  # run twice: refused before any send
@@ -286,8 +290,10 @@ class Connection:
         nothing is raised.
 
         Raises:
+            TransitionError: the connection already ran; nothing was sent.
             SendTimeoutError: the answer was not sent within ``send_timeout``.
-            Exception: what ``send`` raised, other than ``OSError``.
+            BaseException: what ``send`` raised, other than ``OSError`` and
+                the backend's cancellation (closed with reason ``error``).
         """
         machine = self._machine
         if not machine.allows(Trigger.HEAD_ANSWERED):
