@@ -29,17 +29,16 @@ import json
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Final
 
 import anyio
+
+from bench.scale.procs import running_redis
 
 __all__ = ("main",)
 
@@ -206,34 +205,6 @@ def _measure(loop: str, backend: str, burst: int, paced: int, url: str) -> dict[
         _kill(subscriber)
 
 
-@contextlib.contextmanager
-def _redis_server() -> Iterator[str]:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        sys.exit("no redis-server: bash scripts/install_redis.sh")
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    with tempfile.TemporaryDirectory() as directory:
-        args = ["--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-        process = subprocess.Popen(
-            [binary, *args, "--dir", directory],
-            stdout=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        try:
-            deadline = time.monotonic() + 15
-            while True:
-                with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port)):
-                    break
-                if time.monotonic() > deadline or process.poll() is not None:
-                    raise RuntimeError("redis-server did not start")
-                time.sleep(0.02)
-            yield f"redis://127.0.0.1:{port}/0"
-        finally:
-            _kill(process)
-
-
 def _format(value: float, unit: str) -> str:
     if unit == "/s":
         return f"{value / 1e3:.1f} k/s" if value >= 1e3 else f"{value:.0f} /s"
@@ -250,7 +221,9 @@ def main(argv: list[str] | None = None) -> None:
         return
     burst, paced, reps = (2_000, 200, 2) if args.quick else (20_000, 1_000, 5)
     results: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    with _redis_server() as url:
+    if shutil.which("redis-server") is None:
+        sys.exit("no redis-server: bash scripts/install_redis.sh")
+    with running_redis() as url:
         for rep in range(reps):
             for loop in LOOPS:
                 for backend in BACKENDS:
