@@ -852,16 +852,12 @@ class RedisBackend:
                 break
             if seq is not None and seq >= 0 and index is not None and seq != index + 1:
                 position = _position(*_parse(text))
-                if seq > index + 1:
-                    missed = seq - index - 1
-                    gap = Gap(GapReason.EXPIRED, cursor.last, text, missed)
-                    why = (
-                        f"{missed} entries after {cursor.last} were trimmed or deleted "
-                        "before this process read them (it fell behind the retention)"
-                    )
-                else:
-                    gap = Gap(GapReason.UNKNOWN, cursor.last, text, None)
-                    why = f"the stream {key!r} was replaced (its count went back to {seq})"
+                gap, why = _hole(
+                    cursor.last,
+                    text,
+                    seq - index - 1,
+                    f"the stream {key!r} was replaced (its count went back to {seq})",
+                )
                 self._signal_gap(topic, gap, position, why)
             cursor.last = text
             cursor.seen = True
@@ -950,15 +946,12 @@ class RedisBackend:
         next_id = found[0][0].decode() if found else None
         position = _position(*_parse(next_id)) if next_id is not None else None
         assert lost is not None
-        if lost > 0:
-            gap = Gap(GapReason.EXPIRED, cursor.last, next_id, lost)
-            why = (
-                f"{lost} entries after {cursor.last} were trimmed or deleted before this "
-                "process read them (it fell behind the retention)"
-            )
-        else:
-            gap = Gap(GapReason.UNKNOWN, cursor.last, next_id, None)
-            why = f"the stream {key!r} was replaced (it counts fewer entries than were read)"
+        gap, why = _hole(
+            cursor.last,
+            next_id,
+            lost,
+            f"the stream {key!r} was replaced (it counts fewer entries than were read)",
+        )
         self._signal_gap(topic, gap, position, why)
         return base
 
@@ -1091,6 +1084,22 @@ class RedisBackend:
 
 def _text(value: str | bytes) -> str:
     return value if isinstance(value, str) else value.decode()
+
+
+def _hole(last: str, next_id: str | None, missed: int, replaced: str) -> tuple[Gap, str]:
+    """The gap for entries the reader did not get, and what to log about it.
+
+    ``missed`` > 0: that many were trimmed or deleted before this process
+    read them (``expired``); otherwise the stream was replaced under the
+    reader (``unknown``), as ``replaced`` says.
+    """
+    if missed > 0:
+        why = (
+            f"{missed} entries after {last} were trimmed or deleted before this "
+            "process read them (it fell behind the retention)"
+        )
+        return Gap(GapReason.EXPIRED, last, next_id, missed), why
+    return Gap(GapReason.UNKNOWN, last, next_id, None), replaced
 
 
 def _positive(value: object) -> bool:
