@@ -90,6 +90,8 @@ class Subscription:
 
     async def __anext__(self) -> bytes:
         state = self._state
+        # The per-event fast path: the steps of _live_item written inline (a
+        # call per event costs more than the rest of it); keep the two alike.
         if state is not None and state.live:
             buffer = state.buffer
             if buffer:
