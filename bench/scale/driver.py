@@ -867,6 +867,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--impls", help=f"a subset of {','.join(IMPLS)} (raw is always run)")
     parser.add_argument("--servers", help="a subset of uvicorn,hypercorn-trio")
     parser.add_argument("--idle-streams", type=int, help="streams of the idle section")
+    parser.add_argument(
+        "--storm-streams", type=int, help="streams of the reconnect storm section (2,000)"
+    )
     parser.add_argument("--sizes", help="subscriber counts of the broadcast section, ascending")
     parser.add_argument("--clients", type=int, help="load-client processes per section (2)")
     parser.add_argument("--json", metavar="PATH", help="every value of every repetition")
@@ -884,6 +887,10 @@ def main(argv: list[str] | None = None) -> int:
         settings = replace(
             settings, idle_streams=args.idle_streams, trio_idle_streams=args.idle_streams
         )
+    if args.storm_streams is not None:
+        if args.storm_streams < 1:
+            parser.error("--storm-streams must be at least 1")
+        settings = replace(settings, storm_streams=args.storm_streams)
     if args.sizes:
         sizes = tuple(int(size) for size in args.sizes.split(","))
         settings = replace(settings, sizes=sizes, trio_sizes=sizes)
