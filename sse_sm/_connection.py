@@ -54,11 +54,13 @@ import anyio
 import anyio.lowlevel
 from starlette.types import Message, Receive, Send
 
+from . import _hooks
 from ._clock import loop_clock
 from ._deadlines import Due, due, next_wake
 from ._events import ServerSentEvent, encode_item
 from ._exceptions import SendTimeoutError, SlowConsumerError, TransitionError
 from ._fairness import FAIRNESS_EVENTS, FAIRNESS_SLICE
+from ._hooks import timed_send
 from ._server_shutdown import follow_server_shutdown
 from ._shutdown import DrainCoordinator
 from ._sources import ClosableSource
@@ -385,6 +387,9 @@ class Connection:
                 registered = self._follow_drains()
                 source_next = self._source.__anext__
                 send = self._send
+                recorder = _hooks.send_recorder  # read once per stream: nothing per event when off
+                if recorder is not None:
+                    send = timed_send(send, recorder)
                 sep = settings.sep
                 clock = self._clock
                 checkpoint = anyio.lowlevel.checkpoint
