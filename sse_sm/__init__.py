@@ -23,6 +23,7 @@ from ._exceptions import SendTimeoutError as SendTimeoutError
 from ._exceptions import SlowConsumerError as SlowConsumerError
 from ._exceptions import SseSmError as SseSmError
 from ._exceptions import TransitionError as TransitionError
+from ._shutdown import CoordinatorStatistics as CoordinatorStatistics
 from ._shutdown import DrainCoordinator as DrainCoordinator
 from ._shutdown import default_drain_coordinator as default_drain_coordinator
 from ._shutdown import drain_coordinator_for as drain_coordinator_for
@@ -66,6 +67,7 @@ __all__ = (
     "SlowConsumerError",
     "ensure_bytes",
     "DrainCoordinator",
+    "CoordinatorStatistics",
     "drain_coordinator_for",
     "default_drain_coordinator",
     "set_sync_source_threads",

@@ -157,6 +157,7 @@ class Connection:
     """
 
     __slots__ = (
+        "_books",
         "_client_left",
         "_client_stopped_reading",
         "_clock",
@@ -194,6 +195,9 @@ class Connection:
         #: transition goes through it) so that the hot path reads a slot.
         self._open = machine.state is not State.CLOSED
         self._settings = settings
+        #: The coordinator told of this connection's start and each change of
+        #: state (its statistics); the one drains come from.
+        self._books = settings.drain_coordinator
         self._source = source
         self._start_message = start_message
         self._receive = receive
@@ -248,6 +252,7 @@ class Connection:
             raise TransitionError(machine.state, Trigger.STARTED)
         self._clock = loop_clock()
         machine._use_clock(self._clock)
+        self._count_in()
         try:
             try:
                 await self._stream()
@@ -270,6 +275,7 @@ class Connection:
                     raise
                 self._fail(exc)
         finally:
+            self._count_out()
             await self._close_source()
         # The client-close handler last, with the source already closed: a
         # handler that hangs must not keep a hub subscriber joined.
@@ -302,6 +308,7 @@ class Connection:
             raise TransitionError(machine.state, Trigger.HEAD_ANSWERED)
         self._clock = loop_clock()
         machine._use_clock(self._clock)
+        self._count_in()
         timeout = self._settings.send_timeout
         try:
             try:
@@ -322,11 +329,34 @@ class Connection:
                 else:
                     self._fire(Trigger.HEAD_ANSWERED, "HEAD: headers only")
         finally:
+            self._count_out()
             # Never started, but closing it releases what creating it acquired.
             await self._close_source()
         self._raise_for_close()
         if then is not None:
             await then()
+
+    def sent_counts(self) -> tuple[int, int, int]:
+        """Events, pings and body bytes sent so far (events the pump has not
+        yet handed to the machine included).  Read by the coordinator's
+        statistics, possibly from another thread: plain attribute reads."""
+        machine = self._machine
+        return (
+            machine.count(Trigger.EVENT_SENT) + self.unflushed_events,
+            machine.count(Trigger.PING_SENT),
+            self.bytes_sent,
+        )
+
+    def _count_in(self) -> None:
+        """Tell the coordinator this connection started (``OPEN``)."""
+        if self._books is not None:
+            self._books._stream_opened(self)
+
+    def _count_out(self) -> None:
+        """The connection is done: the coordinator stops counting it, if the
+        close has not already (a no-op on every path that reached CLOSED)."""
+        if self._books is not None:
+            self._books._stream_done(self)
 
     # --------------------------------------------------------------- OPEN
 
@@ -719,15 +749,18 @@ class Connection:
             logger.debug("late %s dropped: already closed (%s)", trigger.name, reason)
             return None
         self._open = arc.target is not State.CLOSED
-        if arc.target is not arc.source and transition_logger.isEnabledFor(logging.DEBUG):
-            transition_logger.debug(
-                "stream %x: %s --%s--> %s (%s)",
-                id(self._machine),
-                arc.source.name,
-                trigger.name,
-                arc.target.name,
-                reason,
-            )
+        if arc.target is not arc.source:  # a change of state; self-loops stop here
+            if self._books is not None:
+                self._books._stream_moved(self, arc)
+            if transition_logger.isEnabledFor(logging.DEBUG):
+                transition_logger.debug(
+                    "stream %x: %s --%s--> %s (%s)",
+                    id(self._machine),
+                    arc.source.name,
+                    trigger.name,
+                    arc.target.name,
+                    reason,
+                )
         return arc
 
     def _flush_events(self) -> None:

@@ -301,13 +301,16 @@ class EventSourceResponse(Response):
     def statistics(self) -> StreamStatistics:
         machine = self._machine
         connection = self._connection
-        unflushed = 0 if connection is None else connection.unflushed_events
+        if connection is None:
+            events, pings, sent = 0, 0, 0
+        else:
+            events, pings, sent = connection.sent_counts()
         return StreamStatistics(
             state=machine.state,
             close_reason=machine.close_reason,
-            events_sent=machine.count(Trigger.EVENT_SENT) + unflushed,
-            pings_sent=machine.count(Trigger.PING_SENT),
-            bytes_sent=0 if self._connection is None else self._connection.bytes_sent,
+            events_sent=events,
+            pings_sent=pings,
+            bytes_sent=sent,
             time_in_states=machine.time_in_states(),
             history=machine.history,
         )

@@ -71,6 +71,7 @@ def test_public_names_exist_and_the_package_is_typed() -> None:
 PUBLIC_NAMES = {
     "Arc",
     "CloseReason",
+    "CoordinatorStatistics",
     "DrainCoordinator",
     "Entry",
     "EventSourceResponse",
