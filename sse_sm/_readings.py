@@ -31,7 +31,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Final, TypeVar, final
+from typing import TYPE_CHECKING, Any, Final, TypeVar, final
 
 from ._shutdown import LIVE_STATES, every_coordinator
 from ._state import CloseReason, State
@@ -143,7 +143,7 @@ def hub_statistics(hub: Hub, timeout: float) -> HubStatistics | None:
         except BaseException as exc:
             future.set_exception(exc)
 
-    native = token.native_token
+    native: Any = token.native_token
     run_sync_soon = getattr(native, "run_sync_soon", None)  # trio.lowlevel.TrioToken
     try:
         if run_sync_soon is not None:

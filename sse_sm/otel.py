@@ -280,7 +280,9 @@ class _Instrumentation:
             if not reading.hubs:
                 return
             if not self.per_topic:
-                yield Observation(reading.subscribers if gauge == "subscribers" else reading.buffered)
+                yield Observation(
+                    reading.subscribers if gauge == "subscribers" else reading.buffered
+                )
                 return
             for topic, counts in reading.topics.items():
                 yield Observation(counts[gauge], {TOPIC: topic})

@@ -9,11 +9,11 @@ import pytest
 
 pytest.importorskip("opentelemetry.sdk", reason="pip install 'sse_sm[test]' (opentelemetry-sdk)")
 
-from opentelemetry.sdk.metrics import MeterProvider  # noqa: E402
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader  # noqa: E402
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
-import sse_sm.otel  # noqa: E402
-from tests.otel._metrics import Metrics  # noqa: E402
+import sse_sm.otel
+from tests.otel._metrics import Metrics
 
 
 @pytest.fixture

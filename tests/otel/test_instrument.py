@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
+import opentelemetry.metrics
 import pytest
 from opentelemetry.context import Context
 from opentelemetry.metrics import NoOpHistogram, NoOpMeter, NoOpMeterProvider
@@ -109,7 +110,7 @@ def test_the_global_provider_is_the_default(
     provider: Provider, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     sdk, reader = provider
-    monkeypatch.setattr(sse_sm.otel.metrics, "get_meter_provider", lambda: sdk)
+    monkeypatch.setattr(opentelemetry.metrics, "get_meter_provider", lambda: sdk)
     sse_sm.otel.instrument()
     assert "sse_sm.stream.count" in Metrics(reader).read().names()
 
@@ -209,4 +210,3 @@ async def test_a_reading_that_raises_is_skipped_and_logged_once(
     # One warning per instrument whose reading failed (the six stream instruments
     # read from the coordinators), not one per collection.
     assert len(failed) == len(set(failed)) == 6
-

@@ -15,13 +15,13 @@ from starlette.routing import Mount, Route
 
 pytest.importorskip("opentelemetry.exporter.prometheus")
 
-from opentelemetry.exporter.prometheus import PrometheusMetricReader  # noqa: E402
-from opentelemetry.sdk.metrics import MeterProvider  # noqa: E402
-from prometheus_client import CollectorRegistry, make_asgi_app  # noqa: E402
+from opentelemetry.exporter.prometheus import PrometheusMetricReader
+from opentelemetry.sdk.metrics import MeterProvider
+from prometheus_client import CollectorRegistry, make_asgi_app
 
-import sse_sm.otel  # noqa: E402
-from sse_sm import EventSourceResponse  # noqa: E402
-from sse_sm.testing import stream  # noqa: E402
+import sse_sm.otel
+from sse_sm import EventSourceResponse
+from sse_sm.testing import stream
 
 
 @pytest.fixture

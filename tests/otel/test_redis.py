@@ -10,6 +10,7 @@ from __future__ import annotations
 import gc
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -25,7 +26,7 @@ from sse_sm.redis import RedisBackend, RedisUnavailableError  # noqa: E402  (nee
 pytestmark = pytest.mark.filterwarnings("ignore:Unclosed <MemoryObject:ResourceWarning")
 
 WAIT = 20.0
-FAST = {"reconnect_delay": (0.02, 0.2), "read_block": 0.2, "command_timeout": 2.0}
+FAST: dict[str, Any] = {"reconnect_delay": (0.02, 0.2), "read_block": 0.2, "command_timeout": 2.0}
 
 
 @pytest.fixture(autouse=True)
@@ -54,7 +55,8 @@ async def test_redis_lag_reconnects_and_errors_are_reported(
             assert first.units["sse_sm.redis.reconnects"] == "{reconnect}"
             assert first.units["sse_sm.redis.errors"] == "{error}"
             lag = first.get("sse_sm.redis.lag")
-            assert lag is not None and 0 <= lag < WAIT
+            assert lag is not None
+            assert 0 <= lag < WAIT
             assert first.value("sse_sm.redis.reconnects") == backend.statistics().reconnects == 0
             assert first.value("sse_sm.redis.errors") == backend.statistics().errors == 0
 

@@ -222,8 +222,9 @@ async def _caller_of_send(response: EventSourceResponse) -> set[str]:
     async def send(message: Message) -> None:
         if message["type"] == "http.response.body" and message["body"]:
             frame = inspect.currentframe()
-            assert frame is not None and frame.f_back is not None
-            callers.add(frame.f_back.f_code.co_name)
+            caller = frame.f_back if frame is not None else None
+            assert caller is not None
+            callers.add(caller.f_code.co_name)
 
     with anyio.fail_after(10):
         await response(http_scope(), Wire().receive, send)
