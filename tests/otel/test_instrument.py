@@ -115,10 +115,30 @@ def test_the_global_provider_is_the_default(
     assert "sse_sm.stream.count" in Metrics(reader).read().names()
 
 
-def test_per_topic_must_be_a_bool(provider: Provider) -> None:
+def test_options_must_be_bools(provider: Provider) -> None:
     with pytest.raises(TypeError, match="per_topic must be a bool, got str"):
         sse_sm.otel.instrument(provider[0], per_topic="yes")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="send_duration must be a bool, got int"):
+        sse_sm.otel.instrument(provider[0], send_duration=1)  # type: ignore[arg-type]
     assert not sse_sm.otel.is_instrumented()
+
+
+async def test_without_send_duration_the_streams_path_is_the_one_with_metrics_off(
+    provider: Provider,
+) -> None:
+    sdk, reader = provider
+    sse_sm.otel.instrument(sdk, send_duration=False)
+    assert sse_sm._hooks.send_recorder is None
+    metrics = Metrics(reader)
+    before = metrics.read()
+    await run_stream(7)
+    after = metrics.read()
+    assert after.value("sse_sm.stream.sent.events") - before.value("sse_sm.stream.sent.events") == 7
+    assert after.value("sse_sm.stream.send.duration") == 0
+    # Asked again with the histogram: timing resumes for new streams.
+    sse_sm.otel.instrument(sdk)
+    await run_stream(2)
+    assert metrics.read().value("sse_sm.stream.send.duration") == 2
 
 
 # ------------------------------------------------------------------ attacks
