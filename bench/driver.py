@@ -378,9 +378,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"- command: `{command}`, took {elapsed:.0f} s, on {datetime.date.today().isoformat()}")
     print(environment())
     print()
-    print(render_table(results))
-    print()
-    print(render_targets(results))
+    if any(case[0] != "metrics" for case in results.values):
+        print(render_table(results))
+        print()
+        print(render_targets(results))
     metrics_table = render_metrics_table(results)
     if metrics_table:
         print()
