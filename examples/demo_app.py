@@ -66,7 +66,7 @@ from ._explorer import Explorer, Tracked
 if TYPE_CHECKING:
     from sse_sm.redis import RedisBackend
 
-__all__ = ("Demo", "app", "create_app", "parse_interval")
+__all__ = ("Demo", "app", "coordinator_stats", "create_app", "parse_interval")
 
 #: The hub topic of the ticker.
 TOPIC: Final = "ticks"
@@ -228,6 +228,23 @@ async def failing_source() -> AsyncIterator[ServerSentEvent]:
     raise DemoFailure("the 'Fail a stream' button")
 
 
+def coordinator_stats(app: Starlette) -> dict[str, Any]:
+    """``drain_coordinator_for(app).statistics()`` as JSON: what ``/stats`` serves.
+
+    Streams alive per state, closes per reason (the reasons that happened
+    only), rejections, and the events, pings and bytes sent.
+    """
+    stats = drain_coordinator_for(app).statistics()
+    return {
+        "streams": {state.value: count for state, count in stats.streams.items()},
+        "closes": {reason.value: count for reason, count in stats.closes.items() if count},
+        "rejections": stats.rejections,
+        "events_sent": stats.events_sent,
+        "pings_sent": stats.pings_sent,
+        "bytes_sent": stats.bytes_sent,
+    }
+
+
 class Demo:
     """The demo's state: the hub and its ticker, the explorer, and the endpoints.
 
@@ -298,6 +315,8 @@ class Demo:
         snapshot["draining"] = (
             drain_coordinator_for(self.app).draining if self.app is not None else False
         )
+        if self.app is not None:
+            snapshot["coordinator"] = coordinator_stats(self.app)
         return snapshot
 
     # ------------------------------------------------------------ streams
@@ -407,6 +426,10 @@ class Demo:
         """``GET /api/state``: the explorer's snapshot as JSON (for curl and tests)."""
         return JSONResponse(self.snapshot())
 
+    async def stats(self, request: Request) -> JSONResponse:
+        """``GET /stats``: the coordinator statistics as JSON (the page gets them streamed)."""
+        return JSONResponse(coordinator_stats(request.app))
+
     async def health(self, request: Request) -> PlainTextResponse:
         """Answer as soon as the app is up; the end-to-end tests poll this before streaming."""
         return PlainTextResponse("ok")
@@ -490,6 +513,7 @@ def create_app(
             Route("/api/end", demo.end_streams, methods=["POST"]),
             Route("/api/drain", demo.drain, methods=["POST"]),
             Route("/api/state", demo.state),
+            Route("/stats", demo.stats),
             Route("/health", demo.health),
         ],
         lifespan=lifespan,

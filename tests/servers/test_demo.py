@@ -36,6 +36,7 @@ from examples.demo_app import (
     client_id,
     create_app,
     parse_interval,
+    render_page,
 )
 from sse_sm import TRANSITIONS, Arc, State, Trigger
 from sse_sm.testing import Event, EventStreamParser, stream
@@ -271,6 +272,31 @@ async def test_the_explorer_follows_a_stream_through_its_transitions() -> None:
         ("STREAMING", "DISCONNECTED"),
         ("OPEN", "STARTED"),
     ]
+
+
+@pytest.mark.anyio
+async def test_the_page_shows_the_coordinators_statistics_live() -> None:
+    """``/stats`` and the explorer's snapshots carry ``drain_coordinator_for(app).statistics()``."""
+    app = create_app(ticker=False)
+    demo = app.state.demo
+    with anyio.fail_after(10):
+        async with stream(app, "/events?client=inproc") as sse:
+            await sse.wait_started()
+            await demo.tick()
+            await sse.next_event()
+            during = demo.snapshot()["coordinator"]
+        async with stream(app, "/stats") as answer:
+            await answer.wait_finished()
+    assert answer.status == 200
+    served = json.loads(answer.body)
+    assert during["streams"] == {"open": 0, "streaming": 1, "draining": 0}
+    assert served["streams"] == {"open": 0, "streaming": 0, "draining": 0}
+    assert served["closes"] == {"client_disconnected": 1}
+    assert (served["events_sent"], served["bytes_sent"]) == (1, len(sse.body))
+    assert served["rejections"] == 0
+    page = render_page(1.0)
+    assert '<p id="stats"' in page
+    assert "renderStats(snapshot.coordinator)" in page
 
 
 # ------------------------------------------------------------------ Ctrl-C
