@@ -16,6 +16,7 @@ The public surface is re-exported here; the modules behind it are private:
 
 from __future__ import annotations
 
+from ._admission import CoordinatorStatistics as CoordinatorStatistics
 from ._events import JSONServerSentEvent as JSONServerSentEvent
 from ._events import ServerSentEvent as ServerSentEvent
 from ._events import ensure_bytes as ensure_bytes
@@ -23,7 +24,6 @@ from ._exceptions import SendTimeoutError as SendTimeoutError
 from ._exceptions import SlowConsumerError as SlowConsumerError
 from ._exceptions import SseSmError as SseSmError
 from ._exceptions import TransitionError as TransitionError
-from ._shutdown import CoordinatorStatistics as CoordinatorStatistics
 from ._shutdown import DrainCoordinator as DrainCoordinator
 from ._shutdown import default_drain_coordinator as default_drain_coordinator
 from ._shutdown import drain_coordinator_for as drain_coordinator_for

@@ -24,11 +24,9 @@ Invariants:
   signal drains the streams on the loop that server runs, and later streams
   on that loop, but never a later server's streams on a new loop.  That is
   what keeps one stopped server from draining the next one in the process.
-* A coordinator also keeps the books of its streams
-  (:meth:`DrainCoordinator.statistics`): each connection reports itself when
-  it starts (``OPEN``) and at each change of state, never per event, so the
-  figures cost a lock round per transition (three or four per stream) and
-  nothing on the per-event path.
+* A coordinator also keeps the books of its streams, for its statistics
+  and its admission control (``_admission.py``): each connection reports
+  itself when it starts and at each change of state, never per event.
 """
 
 from __future__ import annotations
@@ -36,17 +34,14 @@ from __future__ import annotations
 import logging
 import threading
 import weakref
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from types import MappingProxyType
-from typing import Any, Final, Protocol, final
+from collections.abc import Callable
+from typing import Any, Final, final
 
 from anyio.lowlevel import EventLoopToken, current_token
 
-from ._state import Arc, CloseReason, State
+from ._admission import DEFAULT_RETRY_AFTER, CoordinatorStatistics, StreamBooks
 
 __all__ = (
-    "CoordinatorStatistics",
     "DrainCoordinator",
     "call_soon_on_loop",
     "call_soon_on_native",
@@ -61,51 +56,9 @@ DrainCallback = Callable[[str], None]
 #: Attribute of ``app.state`` under which an app's coordinator is kept.
 STATE_ATTRIBUTE: Final = "sse_sm_drain_coordinator"
 
-#: The states a stream is counted in while it lives (CLOSED ones are counted by reason).
-LIVE_STATES: Final = (State.OPEN, State.STREAMING, State.DRAINING)
-
 _creation_lock = threading.Lock()
 #: Every coordinator alive in the process, for the legacy ``AppStatus`` shim.
 _every_coordinator: weakref.WeakSet[DrainCoordinator] = weakref.WeakSet()
-
-
-class TrackedStream(Protocol):
-    """What a coordinator reads of a stream it keeps the books of (a ``Connection``)."""
-
-    def sent_counts(self) -> tuple[int, int, int]:
-        """Events, pings and body bytes sent so far."""
-        ...
-
-
-@final
-@dataclass(frozen=True, slots=True)
-class CoordinatorStatistics:
-    """A snapshot of one coordinator's streams (trio's ``statistics()`` style).
-
-    Counts every stream that ran (or answered a HEAD) with this coordinator,
-    from the moment its connection started, whatever its response class.
-    """
-
-    #: Streams alive right now, per state: exactly the keys ``OPEN``,
-    #: ``STREAMING`` and ``DRAINING``.
-    streams: Mapping[State, int]
-    #: Streams closed since the coordinator was created, per reason; every
-    #: :class:`CloseReason` is a key (0 when none closed so).
-    closes: Mapping[CloseReason, int]
-    #: Requests refused by admission control (``closes[CloseReason.REJECTED]``
-    #: once that reason exists; 0 until then).
-    rejections: int
-    #: Events sent, by the streams that closed and by those still alive.
-    events_sent: int
-    #: Keep-alive pings sent, same streams.
-    pings_sent: int
-    #: Body bytes sent (events, pings, farewells), same streams.
-    bytes_sent: int
-
-    @property
-    def active(self) -> int:
-        """Streams alive right now, all states together."""
-        return sum(self.streams.values())
 
 
 @final
@@ -122,22 +75,49 @@ class DrainCoordinator:
     A stream that starts after the request drains at once.  A coordinator can
     be :meth:`reset` to accept long-lived streams again (a test, or a server
     that was asked to drain and then kept running).
+
+    It also keeps the books of its streams (:meth:`statistics`) and admits
+    them: with ``max_streams`` set, a request that finds that many streams
+    alive (``OPEN``, ``STREAMING`` or ``DRAINING``) is answered ``503
+    Service Unavailable`` with a ``Retry-After`` drawn from ``retry_after``,
+    and its source never starts (the ``REJECTED`` arc).  A response class may
+    add a limit of its own (:attr:`EventSourceResponse.max_streams
+    <sse_sm.EventSourceResponse.max_streams>`), counted per class on each
+    coordinator.
+
+    Args:
+        automatic: whether a server's own shutdown drains these streams.
+        max_streams: how many streams may be alive at once; ``None`` (the
+            default) for no limit, ``0`` to refuse every request.  Settable
+            at run time: raising it admits more at once, lowering it never
+            ends a stream already admitted (new ones wait until the count is
+            below the new limit).
+        retry_after: the ``Retry-After`` of a refused request, in whole
+            seconds: an int, or an inclusive ``(low, high)`` range drawn from
+            uniformly per refusal so that refused clients come back spread
+            out.  Default ``(1, 5)``.  Settable at run time.
+
+    Raises:
+        TypeError, ValueError: an argument is out of range; the message names it.
     """
 
     __slots__ = (
         "__weakref__",
-        "_closed_totals",
-        "_closes",
-        "_live",
+        "_books",
         "_lock",
         "_loop_reasons",
         "_reason",
         "_registrations",
-        "_streams",
         "automatic",
     )
 
-    def __init__(self, *, automatic: bool = True) -> None:
+    def __init__(
+        self,
+        *,
+        automatic: bool = True,
+        max_streams: int | None = None,
+        retry_after: int | tuple[int, int] = DEFAULT_RETRY_AFTER,
+    ) -> None:
         # Re-entrant: a signal handler may interrupt register() on the same thread.
         self._lock = threading.RLock()
         #: Each streaming connection's drain callback (its bound ``_drain``,
@@ -153,13 +133,9 @@ class DrainCoordinator:
         #: False to let in-flight streams run on while the server stops; then
         #: only :meth:`request_drain` (or the server's own timeout) ends them.
         self.automatic = automatic
-        # The books (see statistics()), all guarded by _lock.  Each live
-        # stream and its current state; the count per live state; closes per
-        # reason; what the closed streams sent (events, pings, bytes).
-        self._live: dict[TrackedStream, State] = {}
-        self._streams: dict[State, int] = dict.fromkeys(LIVE_STATES, 0)
-        self._closes: dict[CloseReason, int] = dict.fromkeys(CloseReason, 0)
-        self._closed_totals = [0, 0, 0]
+        #: The books of its streams, with their own lock; each connection
+        #: reports to them directly (``Connection._books``).
+        self._books = StreamBooks(max_streams, retry_after)
         _every_coordinator.add(self)
 
     @property
@@ -170,6 +146,29 @@ class DrainCoordinator:
     @property
     def reason(self) -> str | None:
         return self._reason
+
+    @property
+    def max_streams(self) -> int | None:
+        """How many streams may be alive at once (``None``: no limit); settable.
+
+        Lowering it never ends an admitted stream: requests are refused until
+        the count is below the new limit.  Thread-safe.
+        """
+        return self._books.max_streams
+
+    @max_streams.setter
+    def max_streams(self, value: int | None) -> None:
+        self._books.max_streams = value
+
+    @property
+    def retry_after(self) -> tuple[int, int]:
+        """The inclusive range of ``Retry-After`` seconds sent with a 503; settable
+        to an int or a ``(low, high)`` tuple."""
+        return self._books.retry_after
+
+    @retry_after.setter
+    def retry_after(self, value: int | tuple[int, int]) -> None:
+        self._books.retry_after = value
 
     @property
     def open_streams(self) -> int:
@@ -189,67 +188,7 @@ class DrainCoordinator:
         their own event loop it is exact; from another thread a stream's
         figures may lag by the events it is sending at that instant.
         """
-        with self._lock:
-            streams = dict(self._streams)
-            closes = dict(self._closes)
-            events, pings, sent = self._closed_totals
-            live = list(self._live)
-        for stream in live:
-            stream_events, stream_pings, stream_bytes = stream.sent_counts()
-            events += stream_events
-            pings += stream_pings
-            sent += stream_bytes
-        return CoordinatorStatistics(
-            streams=MappingProxyType(streams),
-            closes=MappingProxyType(closes),
-            rejections=0,  # no admission control yet
-            events_sent=events,
-            pings_sent=pings,
-            bytes_sent=sent,
-        )
-
-    # The three methods below are the driver's (``_connection.py``): a
-    # connection reports itself when it starts, at each change of state, and
-    # once more when it is done, whatever happened in between.
-
-    def _stream_opened(self, stream: TrackedStream) -> None:
-        """Count ``stream`` as ``OPEN`` until it reports that it closed."""
-        with self._lock:
-            self._live[stream] = State.OPEN
-            self._streams[State.OPEN] += 1
-
-    def _stream_moved(self, stream: TrackedStream, arc: Arc) -> None:
-        """Book a change of state (never a self-loop): move the stream's count,
-        or, into ``CLOSED``, count its close and add up what it sent."""
-        with self._lock:
-            previous = self._live.get(stream)
-            if previous is not None:
-                self._streams[previous] -= 1
-                if arc.close_reason is None:
-                    self._live[stream] = arc.target
-                    self._streams[arc.target] += 1
-                    return
-                del self._live[stream]
-                self._add_sent(stream)
-            if arc.close_reason is not None:
-                self._closes[arc.close_reason] += 1
-
-    def _stream_done(self, stream: TrackedStream) -> None:
-        """The connection's last word, on every path: a stream still counted
-        as alive (a path that never reached ``CLOSED``, a bug) stops counting.
-        Idempotent."""
-        with self._lock:
-            previous = self._live.pop(stream, None)
-            if previous is None:
-                return
-            self._streams[previous] -= 1
-            self._add_sent(stream)
-        logger.error("a stream ended in state %s without closing; counted out", previous.name)
-
-    def _add_sent(self, stream: TrackedStream) -> None:
-        totals = self._closed_totals
-        for index, count in enumerate(stream.sent_counts()):
-            totals[index] += count
+        return self._books.statistics()
 
     def request_drain(self, reason: str = "shutdown requested") -> None:
         """Ask every registered stream, and every later one, to drain.

@@ -260,11 +260,11 @@ def test_a_stream_that_never_closes_is_counted_out_at_its_end(
 
     coordinator = DrainCoordinator()
     stuck = Stuck()
-    coordinator._stream_opened(stuck)
+    assert coordinator._books.admit(stuck) is None
     assert coordinator.statistics().streams[State.OPEN] == 1
     with caplog.at_level(logging.ERROR, logger="sse_sm.shutdown"):
-        coordinator._stream_done(stuck)
-        coordinator._stream_done(stuck)  # idempotent
+        coordinator._books.done(stuck, None)
+        coordinator._books.done(stuck, None)  # idempotent
     stats = coordinator.statistics()
     assert stats.active == 0
     assert (stats.events_sent, stats.pings_sent, stats.bytes_sent) == (5, 1, 100)
@@ -287,10 +287,10 @@ def test_concurrent_books_from_threads_stay_consistent() -> None:
     def run_streams() -> None:
         for _ in range(500):
             stream = Quiet()
-            coordinator._stream_opened(stream)
-            coordinator._stream_moved(stream, started)
-            coordinator._stream_moved(stream, done)
-            coordinator._stream_done(stream)
+            assert coordinator._books.admit(stream) is None
+            coordinator._books.moved(stream, started)
+            coordinator._books.moved(stream, done)
+            coordinator._books.done(stream, CloseReason.COMPLETED)
 
     threads = [threading.Thread(target=run_streams) for _ in range(4)]
     for thread in threads:
