@@ -33,7 +33,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, TypeVar, final
 
-from ._shutdown import LIVE_STATES, every_coordinator
+from ._admission import LIVE_STATES
+from ._shutdown import every_coordinator
 from ._state import CloseReason, State
 from .hub._hub import Hub, every_hub
 from .hub._types import HubStatistics

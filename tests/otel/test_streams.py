@@ -212,6 +212,29 @@ async def test_a_head_request_is_counted_as_a_head_close(metrics: Metrics) -> No
     assert delta(after, before, DURATION) == 0
 
 
+async def test_a_request_over_the_limit_is_counted_as_rejected(metrics: Metrics) -> None:
+    coordinator = DrainCoordinator(max_streams=0)
+    before = metrics.read()
+    statuses = []
+    for _ in range(2):
+        response = EventSourceResponse(numbers(3), ping=0, drain_coordinator=coordinator)
+        started: list[int] = []
+
+        async def send(message: Message, started: list[int] = started) -> None:
+            if message["type"] == "http.response.start":
+                started.append(message["status"])
+
+        with anyio.fail_after(10):
+            await response(http_scope(), Wire().receive, send)
+        statuses += started
+    after = metrics.read()
+    assert statuses == [503, 503]
+    assert coordinator.statistics().rejections == 2
+    assert delta(after, before, "sse_sm.stream.rejected") == 2
+    assert delta(after, before, CLOSED, sse_sm__stream__close_reason="rejected") == 2
+    assert delta(after, before, EVENTS) == 0
+
+
 # ------------------------------------------------------------------ the hook
 
 
