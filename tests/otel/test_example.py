@@ -13,11 +13,11 @@ from examples.otel_run import ADMITTED, render, run
 def test_the_example_run_refuses_the_excess_and_exports_every_stream_metric() -> None:
     try:
         reader, statuses = anyio.run(run)
+        text = render(reader)  # before uninstrument(), which stops the observable instruments
     finally:
         sse_sm.otel.uninstrument()
     # The admitted streams and the HEAD answer 200; the excess gets a 503.
     assert statuses == [200] * (ADMITTED + 1) + [503]
-    text = render(reader)
     for name in ("sse_sm.stream.count", "sse_sm.stream.closed", "sse_sm.stream.sent.events"):
         assert name in text
     assert "sse_sm.stream.closed{sse_sm.stream.close_reason=rejected} [{stream}] = 0" not in text
