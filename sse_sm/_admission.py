@@ -232,6 +232,10 @@ class StreamBooks:
         closing transition, before the driver could report it), counted now;
         ``None`` is a path that never reached ``CLOSED``, a bug, logged.
         """
+        if stream not in self._live:
+            # The usual case, its close booked already: no lock needed, since
+            # a stream leaves the live table once and never comes back.
+            return
         with self._lock:
             previous = self._live.get(stream)
             if previous is None:
@@ -253,9 +257,11 @@ class StreamBooks:
                 self._owner_counts[owner] = left
             else:  # no entry kept per class that once streamed
                 del self._owner_counts[owner]
+        events, pings, sent = stream.sent_counts()
         totals = self._closed_totals
-        for index, count in enumerate(stream.sent_counts()):
-            totals[index] += count
+        totals[0] += events
+        totals[1] += pings
+        totals[2] += sent
 
 
 def check_max_streams(name: str, value: object) -> int | None:
@@ -297,5 +303,12 @@ def check_class_max_streams(cls: type) -> int | None:
 def admission_class_for(cls: type) -> tuple[type, int | None]:
     """The class a stream of ``cls`` is counted for, the nearest in its MRO that
     sets ``max_streams``, and that limit, checked again (it may be reassigned)."""
-    owner = next((klass for klass in cls.__mro__ if "max_streams" in vars(klass)), cls)
+    for owner in cls.__mro__:
+        if "max_streams" in owner.__dict__:
+            break
+    else:
+        owner = cls
+    value = owner.__dict__.get("max_streams")
+    if value is None:  # the common case, checked for nothing more
+        return owner, None
     return owner, check_class_max_streams(cls)
