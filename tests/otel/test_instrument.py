@@ -7,7 +7,11 @@ never break a stream: metrics are advisory.
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
+import textwrap
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -230,3 +234,44 @@ async def test_a_reading_that_raises_is_skipped_and_logged_once(
     # One warning per instrument whose reading failed (the six stream instruments
     # read from the coordinators), not one per collection.
     assert len(failed) == len(set(failed)) == 6
+
+
+def test_instrument_before_the_application_sets_its_global_provider() -> None:
+    """The API's proxy provider forwards to the one set later (in a fresh process:
+    a global provider can be set only once)."""
+    code = textwrap.dedent(
+        """
+        import anyio
+        from opentelemetry import metrics
+        from opentelemetry.sdk.metrics import MeterProvider
+        from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+        import sse_sm.otel
+        from sse_sm import EventSourceResponse
+        from tests._support import http_scope
+        from tests.otel.test_streams import Wire, numbers
+
+        sse_sm.otel.instrument()
+        reader = InMemoryMetricReader()
+        metrics.set_meter_provider(MeterProvider(metric_readers=[reader]))
+        wire = Wire()
+        anyio.run(EventSourceResponse(numbers(4), ping=0), http_scope(), wire.receive, wire.send)
+        found = {}
+        for resource in reader.get_metrics_data().resource_metrics:
+            for scope in resource.scope_metrics:
+                for metric in scope.metrics:
+                    point = metric.data.data_points[0]
+                    found[metric.name] = getattr(point, "count", None) or point.value
+        print(found["sse_sm.stream.sent.events"], found["sse_sm.stream.send.duration"])
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["4", "4"]
