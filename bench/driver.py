@@ -27,12 +27,14 @@ from typing import Any, Final
 from bench import IMPLS
 from bench.items import KINDS
 from bench.loopback import ROOT, ServerProcess, measure_streams, running_server
+from bench.metrics import KINDS as METRICS_KINDS
+from bench.metrics import VARIANTS, no_hook_build, render_metrics_table
 from bench.report import Results, render_table, render_targets
 from bench.serve import SERVERS
 
 __all__ = ("FULL", "QUICK", "Settings", "main")
 
-SECTIONS: Final = ("throughput", "idle", "disconnect", "server", "encoding")
+SECTIONS: Final = ("throughput", "idle", "disconnect", "server", "encoding", "metrics")
 BACKENDS: Final = ("asyncio", "trio")
 #: A worker that takes longer than this is killed and its result is missing.
 WORKER_LIMIT: Final = 300.0
@@ -63,11 +65,14 @@ class Settings:
     server_per_measurement: bool
     encode_number: int
     encode_repeat: int
+    #: Events per timed run of the metrics section, and timed runs per case.
+    metrics_events: int = 20_000
+    metrics_inner: int = 3
 
 
 FULL: Final = Settings(
     name="full",
-    reps={"throughput": 5, "encoding": 5, "idle": 3, "disconnect": 3, "server": 3},
+    reps={"throughput": 5, "encoding": 5, "idle": 3, "disconnect": 3, "server": 3, "metrics": 5},
     events=20_000,
     inner=3,
     group_in_process=False,
@@ -99,6 +104,7 @@ QUICK: Final = Settings(
     server_per_measurement=False,
     encode_number=10_000,
     encode_repeat=3,
+    metrics_events=10_000,
 )
 
 
@@ -172,6 +178,15 @@ def _jobs(settings: Settings, sections: tuple[str, ...]) -> Iterator[Job]:
         )
     else:
         yield from in_process
+    if "metrics" in sections:
+        spec = {
+            "section": "metrics",
+            "backends": list(BACKENDS),
+            "kinds": list(METRICS_KINDS),
+            "n": settings.metrics_events,
+            "inner": settings.metrics_inner,
+        }
+        yield Job("metrics", "metrics off/on/no hook", spec, settings.reps["metrics"])
     if "server" in sections:
         for server in SERVERS:
             spec = {"server": server}
@@ -226,6 +241,15 @@ def _server_job(settings: Settings, server: str, results: Results, rep: int) -> 
                     measure(process, streams, impl)
 
 
+def _metrics_job(spec: dict[str, Any], results: Results, rep: int) -> None:
+    """The three builds of the metrics section, back to back, each in a fresh process."""
+    with no_hook_build(ROOT) as path:
+        for variant in VARIANTS:
+            spec_for = {**spec, "impl": "sse_sm", "variant": variant, "sse_sm_path": str(path)}
+            records = _run_worker(spec_for)
+            _record(results, records, variant, rep)
+
+
 def run(settings: Settings, sections: tuple[str, ...], results: Results) -> None:
     jobs = list(_jobs(settings, sections))
     reps = max(job.reps for job in jobs)
@@ -237,6 +261,8 @@ def run(settings: Settings, sections: tuple[str, ...], results: Results) -> None
             try:
                 if job.section == "server":
                     _server_job(settings, job.spec["server"], results, rep)
+                elif job.section == "metrics":
+                    _metrics_job(job.spec, results, rep)
                 else:
                     for impl in IMPLS:
                         _record(results, _run_worker({**job.spec, "impl": impl}), impl, rep)
@@ -352,9 +378,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"- command: `{command}`, took {elapsed:.0f} s, on {datetime.date.today().isoformat()}")
     print(environment())
     print()
-    print(render_table(results))
-    print()
-    print(render_targets(results))
+    if any(case[0] != "metrics" for case in results.values):
+        print(render_table(results))
+        print()
+        print(render_targets(results))
+    metrics_table = render_metrics_table(results)
+    if metrics_table:
+        print()
+        print(metrics_table)
     if results.failures:
         print("\nFailures:\n" + "\n".join(f"- {f}" for f in results.failures))
     if args.json:

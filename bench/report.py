@@ -161,6 +161,8 @@ def render_table(results: Results) -> str:
         "|---|---|---|---:|---:|---:|---:|---:|---|",
     ]
     for case, by_metric in results.values.items():
+        if case[0] == "metrics":
+            continue  # its own table (bench.metrics): builds of sse_sm, not implementations
         label = ", ".join(case[1:])
         if not results.same_bytes(case):
             label += " (bytes differ!)"
@@ -190,6 +192,8 @@ def render_targets(results: Results) -> str:
     met = missed = 0
     rows = []
     for case, by_metric in results.values.items():
+        if case[0] == "metrics":
+            continue
         for metric in by_metric:
             verdict = _verdict(results, case, metric)
             if not verdict:

@@ -77,6 +77,10 @@ def run_spec(spec: dict[str, Any]) -> list[dict[str, Any]]:
         from bench.encoding import measure
 
         return measure(impl, number=spec["number"], repeat=spec["repeat"])
+    if section == "metrics":
+        from bench.metrics import measure as measure_metrics
+
+        return measure_metrics(spec)
     raise ValueError(f"unknown section {section!r}")
 
 

@@ -13,8 +13,14 @@ Run it with ``bash scripts/demo.sh`` and open the URL it prints.  The page at
 
 Its buttons make the server walk each arc: end a stream (``completed``, then
 a resume), drain every stream (``DRAINING``, the farewell, then a reconnect),
+refuse new streams for a moment (``rejected``: a 503 with ``Retry-After``,
+which the page's ``EventSource`` gives up on, so the page retries itself),
 stall a client that stops reading (``send_timeout``), disconnect, HEAD, and a
 failing source (``error``).  The README's "The demo" section is the tour.
+
+Admission control: the app's coordinator admits at most ``DEMO_MAX_STREAMS``
+streams at once (default 50) and tells refused clients to come back after
+1 to 3 seconds.
 
 Everything is served by this module: the page is ``demo_page.html`` beside
 it, with the diagram and the settings filled in; no CDN, no build step.
@@ -66,7 +72,7 @@ from ._explorer import Explorer, Tracked
 if TYPE_CHECKING:
     from sse_sm.redis import RedisBackend
 
-__all__ = ("Demo", "app", "create_app", "parse_interval")
+__all__ = ("Demo", "app", "coordinator_stats", "create_app", "parse_interval", "parse_max_streams")
 
 #: The hub topic of the ticker.
 TOPIC: Final = "ticks"
@@ -102,6 +108,13 @@ STALL_EVENT_BYTES: Final = 64 * 1024
 STALL_MAX_EVENTS: Final = 512
 #: The page aborts its unread fetch() after this, freeing the connection.
 STALL_RELEASE_MS: Final = 6000
+
+#: Streams admitted at once, unless ``DEMO_MAX_STREAMS`` says otherwise.
+DEFAULT_MAX_STREAMS: Final = 50
+#: ``Retry-After`` of a refused request: seconds, drawn per refusal.
+RETRY_AFTER_SECONDS: Final = (1, 3)
+#: How long the "Full house" button makes the server refuse every new stream.
+FULL_HOUSE_SECONDS: Final = 5.0
 
 #: A page's id for itself, as it may appear in ``?client=``.
 _CLIENT_ID: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -144,6 +157,15 @@ def parse_interval(raw: str | None) -> float:
     if not math.isfinite(value):
         return DEFAULT_INTERVAL
     return min(max(value, MIN_INTERVAL), MAX_INTERVAL)
+
+
+def parse_max_streams(raw: str | None) -> int:
+    """Turn ``DEMO_MAX_STREAMS`` into a limit: a whole number >= 0, else the default."""
+    try:
+        value = int(raw) if raw is not None else DEFAULT_MAX_STREAMS
+    except ValueError:
+        return DEFAULT_MAX_STREAMS
+    return value if value >= 0 else DEFAULT_MAX_STREAMS
 
 
 def client_id(raw: str | None) -> str | None:
@@ -228,6 +250,23 @@ async def failing_source() -> AsyncIterator[ServerSentEvent]:
     raise DemoFailure("the 'Fail a stream' button")
 
 
+def coordinator_stats(app: Starlette) -> dict[str, Any]:
+    """``drain_coordinator_for(app).statistics()`` as JSON: what ``/stats`` serves.
+
+    Streams alive per state, closes per reason (the reasons that happened
+    only), rejections, and the events, pings and bytes sent.
+    """
+    stats = drain_coordinator_for(app).statistics()
+    return {
+        "streams": {state.value: count for state, count in stats.streams.items()},
+        "closes": {reason.value: count for reason, count in stats.closes.items() if count},
+        "rejections": stats.rejections,
+        "events_sent": stats.events_sent,
+        "pings_sent": stats.pings_sent,
+        "bytes_sent": stats.bytes_sent,
+    }
+
+
 class Demo:
     """The demo's state: the hub and its ticker, the explorer, and the endpoints.
 
@@ -235,8 +274,16 @@ class Demo:
     the ticker, in seconds.
     """
 
-    def __init__(self, tick_interval: float = DEFAULT_INTERVAL, hub: Hub | None = None) -> None:
+    def __init__(
+        self,
+        tick_interval: float = DEFAULT_INTERVAL,
+        hub: Hub | None = None,
+        max_streams: int = DEFAULT_MAX_STREAMS,
+    ) -> None:
         self.tick_interval = tick_interval
+        #: The coordinator's limit, restored after a "Full house".
+        self.max_streams = max_streams
+        self.full_house_seconds = FULL_HOUSE_SECONDS
         self.hub = Hub(MemoryBackend(max_events=STORE_EVENTS)) if hub is None else hub
         self.explorer = Explorer()
         self.ticks = 0
@@ -295,9 +342,16 @@ class Demo:
             "replayed": hub.replayed,
             "gaps": hub.gaps,
         }
-        snapshot["draining"] = (
-            drain_coordinator_for(self.app).draining if self.app is not None else False
-        )
+        snapshot["draining"] = False
+        if self.app is not None:
+            coordinator = drain_coordinator_for(self.app)
+            snapshot["draining"] = coordinator.draining
+            snapshot["admission"] = {
+                "max_streams": coordinator.max_streams,
+                "retry_after": list(coordinator.retry_after),
+                "rejections": coordinator.statistics().rejections,
+            }
+            snapshot["coordinator"] = coordinator_stats(self.app)
         return snapshot
 
     # ------------------------------------------------------------ streams
@@ -379,13 +433,39 @@ class Demo:
     async def end_streams(self, request: Request) -> JSONResponse:
         """``POST /api/end?client=ID``: end that page's ticker streams (all, without ``client``)."""
         client = client_id(request.query_params.get("client"))
+        ended = self._end_tickers(client)
+        log.info("end requested for %s: connection(s) %s", client or "every client", ended)
+        return JSONResponse({"ended": ended, "retry_ms": END_RETRY_MS})
+
+    def _end_tickers(self, client: str | None) -> list[int]:
         ended = []
         for tracked in self.explorer.open_connections("ticker"):
             if tracked.end is not None and (client is None or tracked.client == client):
                 tracked.end()
                 ended.append(tracked.number)
-        log.info("end requested for %s: connection(s) %s", client or "every client", ended)
-        return JSONResponse({"ended": ended, "retry_ms": END_RETRY_MS})
+        return ended
+
+    async def full_house(self, request: Request) -> JSONResponse:
+        """``POST /api/full?client=ID``: refuse every new stream for a few seconds.
+
+        Lowers the coordinator's ``max_streams`` to 0 (the streams already
+        admitted stream on) and ends that page's ticker, whose reconnect then
+        meets a 503 with a ``Retry-After``; the limit comes back afterwards.
+        """
+        coordinator = drain_coordinator_for(request.app)
+        coordinator.max_streams = 0
+        ended = self._end_tickers(client_id(request.query_params.get("client")))
+        seconds = self.full_house_seconds
+
+        async def restore_later() -> None:
+            await anyio.sleep(seconds)
+            coordinator.max_streams = self.max_streams
+            log.info("full house over: up to %s streams again", self.max_streams)
+
+        log.info("full house: new streams refused for %s s", seconds)
+        return JSONResponse(
+            {"refusing_for": seconds, "ended": ended}, background=BackgroundTask(restore_later)
+        )
 
     async def drain(self, request: Request) -> JSONResponse:
         """``POST /api/drain``: drain every stream, then accept new ones again."""
@@ -406,6 +486,10 @@ class Demo:
     async def state(self, request: Request) -> JSONResponse:
         """``GET /api/state``: the explorer's snapshot as JSON (for curl and tests)."""
         return JSONResponse(self.snapshot())
+
+    async def stats(self, request: Request) -> JSONResponse:
+        """``GET /stats``: the coordinator statistics as JSON (the page gets them streamed)."""
+        return JSONResponse(coordinator_stats(request.app))
 
     async def health(self, request: Request) -> PlainTextResponse:
         """Answer as soon as the app is up; the end-to-end tests poll this before streaming."""
@@ -459,15 +543,20 @@ def _redis_backend(url: str) -> RedisBackend:
 
 
 def create_app(
-    tick_interval: float = DEFAULT_INTERVAL, *, redis_url: str | None = None, ticker: bool = True
+    tick_interval: float = DEFAULT_INTERVAL,
+    *,
+    redis_url: str | None = None,
+    ticker: bool = True,
+    max_streams: int = DEFAULT_MAX_STREAMS,
 ) -> Starlette:
     """The demo app; its lifespan runs the ticker (unless ``ticker`` is false).
 
     With ``redis_url`` the hub's backend is a ``RedisBackend`` on it, which the
-    lifespan enters (and leaves after the ticker has stopped).
+    lifespan enters (and leaves after the ticker has stopped).  At most
+    ``max_streams`` streams are admitted at once.
     """
     backend = _redis_backend(redis_url) if redis_url else None
-    demo = Demo(tick_interval, None if backend is None else Hub(backend))
+    demo = Demo(tick_interval, None if backend is None else Hub(backend), max_streams)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -489,13 +578,19 @@ def create_app(
             Route("/fail", _QuietStream(demo.fail_response)),
             Route("/api/end", demo.end_streams, methods=["POST"]),
             Route("/api/drain", demo.drain, methods=["POST"]),
+            Route("/api/full", demo.full_house, methods=["POST"]),
             Route("/api/state", demo.state),
+            Route("/stats", demo.stats),
             Route("/health", demo.health),
         ],
         lifespan=lifespan,
     )
     app.state.demo = demo
     demo.app = app
+    # Admission control: beyond the limit, a 503 with a jittered Retry-After.
+    coordinator = drain_coordinator_for(app)
+    coordinator.max_streams = max_streams
+    coordinator.retry_after = RETRY_AFTER_SECONDS
     return app
 
 
@@ -503,6 +598,7 @@ app = create_app(
     parse_interval(os.environ.get("DEMO_TICK_SECONDS")),
     redis_url=os.environ.get("DEMO_REDIS_URL") or None,
     ticker=os.environ.get("DEMO_TICKER", "1") != "0",
+    max_streams=parse_max_streams(os.environ.get("DEMO_MAX_STREAMS")),
 )
 
 

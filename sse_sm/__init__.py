@@ -16,6 +16,7 @@ The public surface is re-exported here; the modules behind it are private:
 
 from __future__ import annotations
 
+from ._admission import CoordinatorStatistics as CoordinatorStatistics
 from ._events import JSONServerSentEvent as JSONServerSentEvent
 from ._events import ServerSentEvent as ServerSentEvent
 from ._events import ensure_bytes as ensure_bytes
@@ -66,6 +67,7 @@ __all__ = (
     "SlowConsumerError",
     "ensure_bytes",
     "DrainCoordinator",
+    "CoordinatorStatistics",
     "drain_coordinator_for",
     "default_drain_coordinator",
     "set_sync_source_threads",

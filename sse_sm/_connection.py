@@ -28,6 +28,14 @@ This is the only module that does I/O.  Its invariants:
 * **Fairness.**  A source that never awaits cannot starve the loop: the pump
   checkpoints after at most ``FAIRNESS_SLICE`` seconds or ``FAIRNESS_EVENTS``
   events without one.
+* **Admission first.**  Before anything is sent the connection asks its
+  coordinator for a slot (one atomic step under the coordinator's lock).
+  Refused, it answers ``503`` with a ``Retry-After`` and closes on
+  ``REJECTED``: the source never starts (it is closed), no task is started,
+  ``background`` does not run.  Admitted, the slot is given back when the
+  connection enters ``CLOSED`` (the coordinator sees every change of state),
+  and :meth:`Connection._count_out` in a ``finally`` makes sure of it on
+  any path.
 
 Why one module of this length: the pump and the watcher keep their
 invariants together (``_sending``, ``_last_send_at``, the phase scope, the
@@ -54,11 +62,14 @@ import anyio
 import anyio.lowlevel
 from starlette.types import Message, Receive, Send
 
+from . import _hooks
+from ._admission import StreamBooks
 from ._clock import loop_clock
 from ._deadlines import Due, due, next_wake
 from ._events import ServerSentEvent, encode_item
 from ._exceptions import SendTimeoutError, SlowConsumerError, TransitionError
 from ._fairness import FAIRNESS_EVENTS, FAIRNESS_SLICE
+from ._hooks import timed_send
 from ._server_shutdown import follow_server_shutdown
 from ._shutdown import DrainCoordinator
 from ._sources import ClosableSource
@@ -81,6 +92,8 @@ _DISCONNECT_TYPES: Final = frozenset({"http.disconnect", "websocket.disconnect"}
 _CLIENT_SENT: Final = {kind: f"client sent {kind}" for kind in _DISCONNECT_TYPES}
 #: STARTED's reason for the usual status, one string for every connection.
 _STATUS_200: Final = "status 200"
+#: The status of a request refused by admission control.
+REJECTED_STATUS: Final = 503
 
 
 class _Sent(enum.Enum):
@@ -144,6 +157,10 @@ class StreamSettings:
     farewell_factory: Callable[[], object] | None = None
     #: ``retry:`` milliseconds sent with the farewell, drawn from this range.
     drain_retry: tuple[int, int] | None = None
+    #: The response class this stream is counted for on its coordinator
+    #: (the one that sets ``max_streams``), and that class's limit.
+    admission_class: type | None = None
+    class_max_streams: int | None = None
 
 
 @final
@@ -155,6 +172,7 @@ class Connection:
     """
 
     __slots__ = (
+        "_books",
         "_client_left",
         "_client_stopped_reading",
         "_clock",
@@ -192,6 +210,10 @@ class Connection:
         #: transition goes through it) so that the hot path reads a slot.
         self._open = machine.state is not State.CLOSED
         self._settings = settings
+        #: The books of the coordinator drains come from: admission, and its
+        #: statistics, told of this connection's start and each change of state.
+        coordinator = settings.drain_coordinator
+        self._books: StreamBooks | None = None if coordinator is None else coordinator._books
         self._source = source
         self._start_message = start_message
         self._receive = receive
@@ -230,7 +252,8 @@ class Connection:
         """Stream until CLOSED, clean up, then raise what the close calls for.
 
         ``then`` (the response's ``background``) is awaited last, only if
-        nothing is raised.
+        nothing is raised and the stream was admitted.  Refused by admission
+        control, the connection answers 503 instead (see :meth:`_refuse`).
 
         Raises:
             TransitionError: the connection already ran; nothing was sent.
@@ -246,6 +269,12 @@ class Connection:
             raise TransitionError(machine.state, Trigger.STARTED)
         self._clock = loop_clock()
         machine._use_clock(self._clock)
+        refusal = self._admit()
+        if refusal is not None:
+            await self._refuse(refusal, head=False)
+            return
+        # No await since the slot was taken: nothing can cut in before the
+        # finally that guarantees its release.
         try:
             try:
                 await self._stream()
@@ -268,6 +297,7 @@ class Connection:
                     raise
                 self._fail(exc)
         finally:
+            self._count_out()
             await self._close_source()
         # The client-close handler last, with the source already closed: a
         # handler that hangs must not keep a hub subscriber joined.
@@ -287,7 +317,8 @@ class Connection:
         """Answer a HEAD request: headers and an empty body; the source never starts.
 
         ``then`` (the response's ``background``) is awaited last, only if
-        nothing is raised.
+        nothing is raised.  A HEAD goes through admission control like a GET
+        (it says what a GET would get now): refused, it is answered 503.
 
         Raises:
             TransitionError: the connection already ran; nothing was sent.
@@ -300,12 +331,61 @@ class Connection:
             raise TransitionError(machine.state, Trigger.HEAD_ANSWERED)
         self._clock = loop_clock()
         machine._use_clock(self._clock)
+        refusal = self._admit()
+        if refusal is not None:
+            await self._refuse(refusal, head=True)
+            return
+        await self._answer(
+            self._start_message, b"", Trigger.HEAD_ANSWERED, "HEAD: headers only", "HEAD response"
+        )
+        if then is not None:
+            await then()
+
+    async def _refuse(self, why: str, *, head: bool) -> None:
+        """Answer a request admission control refused: 503, ``Retry-After``, a short body.
+
+        The ``Retry-After`` seconds are drawn from the coordinator's
+        ``retry_after`` range.  The response's own headers are not sent: they
+        describe a stream, and this is none.  Closes on ``REJECTED`` once the
+        answer is out (or on what its send ran into, as a HEAD's answer).
+        """
+        books = self._books
+        assert books is not None  # only the books refuse
+        seconds = books.draw_retry_after()
+        body = f"Too many open streams; retry after {seconds} s.\n".encode()
+        start: Message = {
+            "type": "http.response.start",
+            "status": REJECTED_STATUS,
+            "headers": [
+                (b"content-type", b"text/plain; charset=utf-8"),
+                (b"content-length", str(len(body)).encode()),
+                (b"retry-after", str(seconds).encode()),
+                (b"cache-control", b"no-store"),
+            ],
+        }
+        reason = f"{why}; 503 with Retry-After: {seconds}"
+        await self._answer(start, b"" if head else body, Trigger.REJECTED, reason, "503 response")
+
+    async def _answer(
+        self, start: Message, body: bytes, trigger: Trigger, reason: str, what: str
+    ) -> None:
+        """Send a whole response that is no stream, then close on ``trigger``.
+
+        For a HEAD's answer and a refusal.  The source never starts (it is
+        closed, which releases what creating it acquired); each send is
+        bounded by ``send_timeout``.  A send that fails closes on what it ran
+        into instead: ``DISCONNECTED``, ``SEND_TIMED_OUT``, ``FAILED`` or
+        ``CANCELLED``.
+
+        Raises:
+            SendTimeoutError, BaseException: as :meth:`answer_head` says.
+        """
         timeout = self._settings.send_timeout
         try:
             try:
-                outcome = await self._send_bounded(self._start_message, timeout)
+                outcome = await self._send_bounded(start, timeout)
                 if outcome is _SENT:
-                    outcome = await self._send_bounded(_body(b"", more_body=False), timeout)
+                    outcome = await self._send_bounded(_body(body, more_body=False), timeout)
             except anyio.get_cancelled_exc_class():
                 self._fire(Trigger.CANCELLED, "the connection's task was cancelled")
                 raise
@@ -315,16 +395,39 @@ class Connection:
                 if isinstance(outcome, OSError):
                     self._fire(Trigger.DISCONNECTED, f"send raised {outcome!r}")
                 elif outcome is _OVERDUE:
-                    reason = f"HEAD response not sent within {timeout} s"
-                    self._fire(Trigger.SEND_TIMED_OUT, reason)
+                    self._fire(Trigger.SEND_TIMED_OUT, f"{what} not sent within {timeout} s")
                 else:
-                    self._fire(Trigger.HEAD_ANSWERED, "HEAD: headers only")
+                    self._fire(trigger, reason)
         finally:
-            # Never started, but closing it releases what creating it acquired.
+            self._count_out()
             await self._close_source()
         self._raise_for_close()
-        if then is not None:
-            await then()
+
+    def sent_counts(self) -> tuple[int, int, int]:
+        """Events, pings and body bytes sent so far (events the pump has not
+        yet handed to the machine included).  Read by the coordinator's
+        statistics, possibly from another thread: plain attribute reads."""
+        machine = self._machine
+        return (
+            machine.count(Trigger.EVENT_SENT) + self.unflushed_events,
+            machine.count(Trigger.PING_SENT),
+            self.bytes_sent,
+        )
+
+    def _admit(self) -> str | None:
+        """Ask the coordinator for a slot, counting this connection ``OPEN``;
+        ``None`` when admitted (always, without a coordinator), else why not."""
+        books = self._books
+        if books is None:
+            return None
+        settings = self._settings
+        return books.admit(self, settings.admission_class, settings.class_max_streams)
+
+    def _count_out(self) -> None:
+        """The connection is done: the coordinator stops counting it, if the
+        close has not already (a no-op on every path that reached CLOSED)."""
+        if self._books is not None:
+            self._books.done(self, self._machine.close_reason)
 
     # --------------------------------------------------------------- OPEN
 
@@ -385,6 +488,9 @@ class Connection:
                 registered = self._follow_drains()
                 source_next = self._source.__anext__
                 send = self._send
+                recorder = _hooks.send_recorder  # read once per stream: nothing per event when off
+                if recorder is not None:
+                    send = timed_send(send, recorder)
                 sep = settings.sep
                 clock = self._clock
                 checkpoint = anyio.lowlevel.checkpoint
@@ -714,15 +820,18 @@ class Connection:
             logger.debug("late %s dropped: already closed (%s)", trigger.name, reason)
             return None
         self._open = arc.target is not State.CLOSED
-        if arc.target is not arc.source and transition_logger.isEnabledFor(logging.DEBUG):
-            transition_logger.debug(
-                "stream %x: %s --%s--> %s (%s)",
-                id(self._machine),
-                arc.source.name,
-                trigger.name,
-                arc.target.name,
-                reason,
-            )
+        if arc.target is not arc.source:  # a change of state; self-loops stop here
+            if self._books is not None:
+                self._books.moved(self, arc)
+            if transition_logger.isEnabledFor(logging.DEBUG):
+                transition_logger.debug(
+                    "stream %x: %s --%s--> %s (%s)",
+                    id(self._machine),
+                    arc.source.name,
+                    trigger.name,
+                    arc.target.name,
+                    reason,
+                )
         return arc
 
     def _flush_events(self) -> None:

@@ -9,7 +9,7 @@ nothing between them is written by hand.  Regenerate after editing the table::
     python -m sse_sm._diagram            # print the diagram
 
 Every arc comes from a table row.  Rows that join the same two states are
-drawn as one arrow with their labels stacked (:func:`grouped`), so the 19
+drawn as one arrow with their labels stacked (:func:`grouped`), so the 20
 rows into ``CLOSED`` are three arrows, one per state they leave; an arc into
 ``CLOSED`` is labelled with its trigger and the close reason it records
 (:func:`arc_label`).  The demo's SVG (``examples/_diagram_svg.py``) groups and

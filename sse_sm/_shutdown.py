@@ -24,6 +24,9 @@ Invariants:
   signal drains the streams on the loop that server runs, and later streams
   on that loop, but never a later server's streams on a new loop.  That is
   what keeps one stopped server from draining the next one in the process.
+* A coordinator also keeps the books of its streams, for its statistics
+  and its admission control (``_admission.py``): each connection reports
+  itself when it starts and at each change of state, never per event.
 """
 
 from __future__ import annotations
@@ -35,6 +38,8 @@ from collections.abc import Callable
 from typing import Any, Final, final
 
 from anyio.lowlevel import EventLoopToken, current_token
+
+from ._admission import DEFAULT_RETRY_AFTER, CoordinatorStatistics, StreamBooks
 
 __all__ = (
     "DrainCoordinator",
@@ -70,11 +75,49 @@ class DrainCoordinator:
     A stream that starts after the request drains at once.  A coordinator can
     be :meth:`reset` to accept long-lived streams again (a test, or a server
     that was asked to drain and then kept running).
+
+    It also keeps the books of its streams (:meth:`statistics`) and admits
+    them: with ``max_streams`` set, a request that finds that many streams
+    alive (``OPEN``, ``STREAMING`` or ``DRAINING``) is answered ``503
+    Service Unavailable`` with a ``Retry-After`` drawn from ``retry_after``,
+    and its source never starts (the ``REJECTED`` arc).  A response class may
+    add a limit of its own (:attr:`EventSourceResponse.max_streams
+    <sse_sm.EventSourceResponse.max_streams>`), counted per class on each
+    coordinator.
+
+    Args:
+        automatic: whether a server's own shutdown drains these streams.
+        max_streams: how many streams may be alive at once; ``None`` (the
+            default) for no limit, ``0`` to refuse every request.  Settable
+            at run time: raising it admits more at once, lowering it never
+            ends a stream already admitted (new ones wait until the count is
+            below the new limit).
+        retry_after: the ``Retry-After`` of a refused request, in whole
+            seconds: an int, or an inclusive ``(low, high)`` range drawn from
+            uniformly per refusal so that refused clients come back spread
+            out.  Default ``(1, 5)``.  Settable at run time.
+
+    Raises:
+        TypeError, ValueError: an argument is out of range; the message names it.
     """
 
-    __slots__ = ("__weakref__", "_lock", "_loop_reasons", "_reason", "_registrations", "automatic")
+    __slots__ = (
+        "__weakref__",
+        "_books",
+        "_lock",
+        "_loop_reasons",
+        "_reason",
+        "_registrations",
+        "automatic",
+    )
 
-    def __init__(self, *, automatic: bool = True) -> None:
+    def __init__(
+        self,
+        *,
+        automatic: bool = True,
+        max_streams: int | None = None,
+        retry_after: int | tuple[int, int] = DEFAULT_RETRY_AFTER,
+    ) -> None:
         # Re-entrant: a signal handler may interrupt register() on the same thread.
         self._lock = threading.RLock()
         #: Each streaming connection's drain callback (its bound ``_drain``,
@@ -90,6 +133,9 @@ class DrainCoordinator:
         #: False to let in-flight streams run on while the server stops; then
         #: only :meth:`request_drain` (or the server's own timeout) ends them.
         self.automatic = automatic
+        #: The books of its streams, with their own lock; each connection
+        #: reports to them directly (``Connection._books``).
+        self._books = StreamBooks(max_streams, retry_after)
         _every_coordinator.add(self)
 
     @property
@@ -102,9 +148,47 @@ class DrainCoordinator:
         return self._reason
 
     @property
+    def max_streams(self) -> int | None:
+        """How many streams may be alive at once (``None``: no limit); settable.
+
+        Lowering it never ends an admitted stream: requests are refused until
+        the count is below the new limit.  Thread-safe.
+        """
+        return self._books.max_streams
+
+    @max_streams.setter
+    def max_streams(self, value: int | None) -> None:
+        self._books.max_streams = value
+
+    @property
+    def retry_after(self) -> tuple[int, int]:
+        """The inclusive range of ``Retry-After`` seconds sent with a 503; settable
+        to an int or a ``(low, high)`` tuple."""
+        return self._books.retry_after
+
+    @retry_after.setter
+    def retry_after(self, value: int | tuple[int, int]) -> None:
+        self._books.retry_after = value
+
+    @property
     def open_streams(self) -> int:
         """How many streams are registered right now."""
         return len(self._registrations)
+
+    def statistics(self) -> CoordinatorStatistics:
+        """The coordinator's books: live streams per state, closes per reason, traffic.
+
+        ``events_sent``, ``pings_sent`` and ``bytes_sent`` add up the streams
+        that closed (their counts as of the close) and the streams still
+        alive (read now: O(live streams) per call, nothing per event).
+
+        Thread safety: callable from any thread.  The per-state and per-reason
+        counts are one consistent snapshot, taken under the coordinator's
+        lock.  The traffic of live streams is read without stopping them: on
+        their own event loop it is exact; from another thread a stream's
+        figures may lag by the events it is sending at that instant.
+        """
+        return self._books.statistics()
 
     def request_drain(self, reason: str = "shutdown requested") -> None:
         """Ask every registered stream, and every later one, to drain.

@@ -24,8 +24,9 @@ absorbing by construction rather than by an ``if``.
 Who fires each trigger (the driver lives in ``_connection.py``):
 
 * the connection's own task fires ``STARTED``, ``HEAD_ANSWERED``,
-  ``EVENT_SENT``, ``SOURCE_EXHAUSTED``, ``GRACE_EXPIRED``, ``FELL_BEHIND``,
-  ``FAILED`` and ``CANCELLED``, and ``DISCONNECTED`` when ``send`` raises ``OSError``;
+  ``REJECTED`` (admission control refused it a slot), ``EVENT_SENT``,
+  ``SOURCE_EXHAUSTED``, ``GRACE_EXPIRED``, ``FELL_BEHIND``, ``FAILED`` and
+  ``CANCELLED``, and ``DISCONNECTED`` when ``send`` raises ``OSError``;
 * the watcher task fires ``PING_SENT``, ``DISCONNECTED`` (on
   ``http.disconnect``, or ``OSError`` from a ping's send), ``SEND_TIMED_OUT``
   and ``FAILED`` (``receive`` or the ping factory raised);
@@ -87,6 +88,9 @@ class Trigger(enum.Enum):
     STARTED = "started"
     #: A HEAD request was answered with headers and an empty body.
     HEAD_ANSWERED = "head_answered"
+    #: Admission control found the coordinator (or the response class) at its
+    #: ``max_streams``: a 503 with a ``Retry-After`` was sent instead.
+    REJECTED = "rejected"
     #: One event from the source was sent.
     EVENT_SENT = "event_sent"
     #: A keep-alive ping was sent after ``ping`` seconds without traffic.
@@ -131,6 +135,10 @@ class CloseReason(enum.Enum):
     CANCELLED = "cancelled"
     #: A HEAD request: headers only, the source never started.
     HEAD = "head"
+    #: Refused by admission control: answered ``503`` with a ``Retry-After``;
+    #: the source never started.  Not a clean end (no stream was begun, the
+    #: 503 is a whole response of its own) and not an error either.
+    REJECTED = "rejected"
     #: The subscriber fell too far behind its publisher and was let go.
     SLOW_CONSUMER = "slow_consumer"
 
@@ -139,6 +147,8 @@ class CloseReason(enum.Enum):
 
 #: Close reasons after which the peer is still listening, so the response ends
 #: with the final empty body (a clean end of stream the client can see).
+#: ``head`` and ``rejected`` are not among them: no stream was begun, their
+#: answer (headers and an empty body, or a 503) is a whole response already.
 CLEAN_END_REASONS: Final[frozenset[CloseReason]] = frozenset(
     {
         CloseReason.COMPLETED,
@@ -177,6 +187,7 @@ _R = CloseReason
 TRANSITIONS: Final[tuple[Arc, ...]] = (
     Arc(_S.OPEN, _T.STARTED, _S.STREAMING),
     Arc(_S.OPEN, _T.HEAD_ANSWERED, _S.CLOSED, _R.HEAD),
+    Arc(_S.OPEN, _T.REJECTED, _S.CLOSED, _R.REJECTED),
     Arc(_S.OPEN, _T.DISCONNECTED, _S.CLOSED, _R.CLIENT_DISCONNECTED),
     Arc(_S.OPEN, _T.SEND_TIMED_OUT, _S.CLOSED, _R.SEND_TIMEOUT),
     Arc(_S.OPEN, _T.FAILED, _S.CLOSED, _R.ERROR),

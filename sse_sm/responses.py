@@ -30,6 +30,7 @@ from starlette.datastructures import MutableHeaders
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
+from ._admission import admission_class_for, check_class_max_streams
 from ._connection import Connection, StreamSettings
 from ._events import DEFAULT_SEPARATOR, MAX_RETRY, ServerSentEvent, validate_sep
 from ._exceptions import TransitionError
@@ -134,9 +135,24 @@ class EventSourceResponse(Response):
             uniformly per stream, so that clients reconnect spread out
             instead of all at once to the next instance.
 
+    Admission control: the coordinator's ``max_streams`` caps the streams
+    alive on it, whatever their class.  A subclass may add a cap of its own,
+    ``max_streams`` as a class attribute (an int >= 0, or ``None`` for none),
+    counted on each coordinator for the class that sets it: subclasses that do
+    not set it share their parent's count and cap.  Either limit reached, the
+    request is answered ``503`` with a jittered ``Retry-After`` (the
+    coordinator's ``retry_after``), and its source never starts:
+
+    >>> class Feed(EventSourceResponse):
+    ...     max_streams = 100  # at most 100 Feed streams per app
+
     Raises:
         TypeError, ValueError: an argument is out of range; the message names it.
     """
+
+    #: Cap on the streams of this class (and subclasses that do not set their
+    #: own) alive at once on one coordinator; ``None``: only the coordinator's.
+    max_streams: ClassVar[int | None] = None
 
     DEFAULT_PING_INTERVAL: ClassVar[int] = 15
     DEFAULT_SEPARATOR: ClassVar[str] = DEFAULT_SEPARATOR
@@ -218,6 +234,10 @@ class EventSourceResponse(Response):
         if on_transition is not None:
             self._machine.add_listener(_guard_listener(on_transition))
         self._connection: Connection | None = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        check_class_max_streams(cls)  # a bad limit fails where it is written
 
     def _init_sse_headers(self, headers: Mapping[str, str] | None) -> None:
         """Same headers, in the same order, as sse-starlette: the user's first,
@@ -301,13 +321,16 @@ class EventSourceResponse(Response):
     def statistics(self) -> StreamStatistics:
         machine = self._machine
         connection = self._connection
-        unflushed = 0 if connection is None else connection.unflushed_events
+        if connection is None:
+            events, pings, sent = 0, 0, 0
+        else:
+            events, pings, sent = connection.sent_counts()
         return StreamStatistics(
             state=machine.state,
             close_reason=machine.close_reason,
-            events_sent=machine.count(Trigger.EVENT_SENT) + unflushed,
-            pings_sent=machine.count(Trigger.PING_SENT),
-            bytes_sent=0 if self._connection is None else self._connection.bytes_sent,
+            events_sent=events,
+            pings_sent=pings,
+            bytes_sent=sent,
             time_in_states=machine.time_in_states(),
             history=machine.history,
         )
@@ -343,6 +366,7 @@ class EventSourceResponse(Response):
             return _refuse_rerun(self._machine.state)
         if scope["type"] == "websocket":
             send = _deny_websocket(send)
+        admission_class, class_max_streams = admission_class_for(type(self))
         settings = StreamSettings(
             sep=self.sep,
             ping_interval=self._ping_interval,
@@ -356,6 +380,8 @@ class EventSourceResponse(Response):
             drain_coordinator=self._coordinator_for(scope),
             farewell_factory=self.farewell_factory,
             drain_retry=self.drain_retry,
+            admission_class=admission_class,
+            class_max_streams=class_max_streams,
         )
         connection = Connection(
             machine=self._machine,

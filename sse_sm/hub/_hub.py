@@ -46,6 +46,7 @@ Invariants:
 from __future__ import annotations
 
 import threading
+import weakref
 from collections.abc import Callable, Mapping
 from types import MappingProxyType, TracebackType
 from typing import Any, Final, final
@@ -64,9 +65,12 @@ from ._replay import Entry, last_event_id
 from ._subscription import Subscription
 from ._types import HubStatistics, SlowConsumerPolicy, TopicStatistics
 
-__all__ = ("Hub",)
+__all__ = ("Hub", "every_hub")
 
 _FIELDS: Final = frozenset({"data", "event", "id", "retry", "comment", "sep"})
+
+#: Every hub alive in the process, for metrics exporters (``sse_sm.otel``).
+_every_hub: weakref.WeakSet[Hub] = weakref.WeakSet()
 
 
 def _as_event(item: object, sep: str) -> ServerSentEvent:
@@ -119,6 +123,7 @@ class Hub:
     """
 
     __slots__ = (
+        "__weakref__",
         "_backend",
         "_block_timeout",
         "_budget",
@@ -167,6 +172,7 @@ class Hub:
             fanout.bind()
         except RuntimeError:
             pass  # created outside a loop: bound when first used
+        _every_hub.add(self)
 
     @property
     def backend(self) -> HubBackend:
@@ -411,3 +417,8 @@ class Hub:
 
 
 _last_event_id = last_event_id  # subscribe() has an argument of the same name
+
+
+def every_hub() -> list[Hub]:
+    """The hubs alive in this process (weakly held: a hub is not kept alive by this)."""
+    return list(_every_hub)

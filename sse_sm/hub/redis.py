@@ -285,6 +285,10 @@ class RedisBackendStatistics:
     foreign: int
     #: Holes the readers signalled: entries trimmed before they were read, or lost with the stream.
     gaps: int = 0
+    #: Seconds from Redis storing the newest entry a reader read to this process reading it,
+    #: as of the last read (Redis's clock against this host's, so skew shows too); 0.0 once
+    #: a reader waited and found nothing new; ``None`` before the first read.
+    lag: float | None = None
 
 
 def parse_stream_id(text: str) -> tuple[int, int] | None:
@@ -386,6 +390,7 @@ class RedisBackend:
         "_gap_listeners",
         "_gaps",
         "_initial_topics",
+        "_lag",
         "_last_error",
         "_last_error_at",
         "_listeners",
@@ -474,6 +479,7 @@ class RedisBackend:
         self._foreign = 0
         self._last_error: str | None = None
         self._last_error_at: float | None = None
+        self._lag: float | None = None
 
     # ------------------------------------------------------------ lifecycle
 
@@ -747,6 +753,7 @@ class RedisBackend:
                         topic, key, cursor, found, numbered=True
                     )
                 else:
+                    self._lag = 0.0  # waited and found nothing: caught up
                     use_snapshot = True
                 continue
             except (*_UNAVAILABLE, _MalformedReplyError) as exc:
@@ -841,6 +848,7 @@ class RedisBackend:
         """
         budget = FAIRNESS_EVENTS
         yield_at = time.monotonic() + FAIRNESS_SLICE
+        before = cursor.last
         foreign: list[str] = []
         complete = True
         for ident, fields in found:
@@ -898,6 +906,8 @@ class RedisBackend:
                 )
                 cursor.skipped = 0
                 cursor.warned_at = now
+        if cursor.last != before:  # once per batch: the newest entry's age (its id's ms)
+            self._lag = max(0.0, time.time() - _parse(cursor.last)[0] / 1000)
         # Between two reads of a burst, hand the loop back even if the slice is not used up.
         await anyio.lowlevel.checkpoint()
         return complete
@@ -1075,6 +1085,7 @@ class RedisBackend:
             last_error_at=self._last_error_at,
             foreign=self._foreign,
             gaps=self._gaps,
+            lag=self._lag,
         )
 
     def __repr__(self) -> str:

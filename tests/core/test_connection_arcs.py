@@ -9,7 +9,8 @@ complete when a row is added to the table.
 from __future__ import annotations
 
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+import types
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import anyio
@@ -36,6 +37,11 @@ pytestmark = pytest.mark.time_driven
 LEGAL = {(arc.source, arc.trigger): arc for arc in TRANSITIONS}
 
 
+def closed_before_starting(generator: object) -> bool:
+    """An async generator closed without its body ever running (no frame left)."""
+    return isinstance(generator, types.AsyncGeneratorType) and generator.ag_frame is None
+
+
 class Endpoint:
     """An ASGI app serving one EventSourceResponse, kept for assertions."""
 
@@ -60,7 +66,9 @@ class Source:
         self.closed = False
         self.produced = 0
 
-    async def ticks(self, count: int | None = None, pause: float = 0.0) -> AsyncIterator[Any]:
+    async def ticks(
+        self, count: int | None = None, pause: float = 0.0
+    ) -> AsyncGenerator[Any, None]:
         try:
             while count is None or self.produced < count:
                 yield ServerSentEvent(str(self.produced), id=str(self.produced))
@@ -156,6 +164,27 @@ async def test_open_to_closed_on_head_answered() -> None:
     assert sse.complete
     assert sse.body == b""
     assert source.produced == 0, "HEAD must never start the source"
+    assert_clean(sse)
+
+
+async def test_open_to_closed_on_rejected() -> None:
+    source = Source()
+    generator = source.ticks()
+    coordinator = DrainCoordinator(max_streams=0, retry_after=3)
+    endpoint = Endpoint(lambda: EventSourceResponse(generator, drain_coordinator=coordinator))
+    with anyio.fail_after(5):
+        async with stream(endpoint) as sse:
+            await sse.wait_finished()
+    assert_path(endpoint.resp, Trigger.REJECTED)
+    assert endpoint.resp.close_reason is CloseReason.REJECTED
+    assert endpoint.resp.history[0].reason == "max_streams=0 reached; 503 with Retry-After: 3"
+    assert sse.status == 503
+    assert ("retry-after", "3") in sse.headers
+    assert sse.complete
+    assert sse.body == b"Too many open streams; retry after 3 s.\n"
+    assert source.produced == 0, "a refused request must never start the source"
+    assert closed_before_starting(generator), "closed (before it ever started)"
+    assert coordinator.statistics().rejections == 1
     assert_clean(sse)
 
 

@@ -15,7 +15,7 @@ PACKAGE = Path(sse_sm.__file__).resolve().parent
 #: Runtime dependencies; trio is imported lazily, only when already running under trio.
 ALLOWED_THIRD_PARTY = {"anyio", "starlette", "trio"}
 #: Optional extras, each confined to its own module that ``sse_sm`` never imports.
-EXTRAS = {"hub/redis.py": {"coredis"}}
+EXTRAS = {"hub/redis.py": {"coredis"}, "otel.py": {"opentelemetry"}}
 
 
 def imported_modules(path: Path) -> set[str]:
@@ -47,7 +47,7 @@ def test_the_package_imports_only_the_stdlib_starlette_and_anyio() -> None:
 def test_importing_sse_sm_loads_no_optional_extra() -> None:
     code = (
         "import sys, sse_sm, sse_sm.testing; "
-        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'coredis'))"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('coredis', 'opentelemetry')))"
     )
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
@@ -71,6 +71,7 @@ def test_public_names_exist_and_the_package_is_typed() -> None:
 PUBLIC_NAMES = {
     "Arc",
     "CloseReason",
+    "CoordinatorStatistics",
     "DrainCoordinator",
     "Entry",
     "EventSourceResponse",
@@ -125,6 +126,19 @@ SUBCLASSABLE = {
 
 def test_the_public_names_are_pinned() -> None:
     assert set(sse_sm.__all__) == PUBLIC_NAMES
+
+
+#: ``sse_sm.otel`` (the ``sse_sm[otel]`` extra), pinned the same way.
+OTEL_PUBLIC_NAMES = {"METER_NAME", "instrument", "is_instrumented", "uninstrument"}
+
+
+def test_the_otel_public_names_are_pinned() -> None:
+    pytest.importorskip("opentelemetry.metrics", reason="the sse_sm[otel] extra")
+    import sse_sm.otel
+
+    assert set(sse_sm.otel.__all__) == OTEL_PUBLIC_NAMES
+    for name in sse_sm.otel.__all__:
+        assert hasattr(sse_sm.otel, name), name
 
 
 def _public_classes() -> list[tuple[str, type]]:

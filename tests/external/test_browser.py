@@ -301,6 +301,46 @@ def test_head_and_a_failing_source_take_their_arcs(page: Page, demo: ServerProce
     assert page.exceptions() == []
 
 
+def test_a_refused_reconnect_is_retried_after_retry_after_and_resumes(
+    page: Page, demo: ServerProcess
+) -> None:
+    """Full house: the page's EventSource gives up on the 503; the page's own
+    retry asks HEAD for the Retry-After, waits, and reopens without losing a tick.
+
+    It waits until the page streams again, so the server admits streams again
+    when the next test starts.
+    """
+    wait(page, demo, "window.demoLog.filter(e => e.type === 'tick').length >= 2", "2 ticks")
+
+    page.evaluate("document.querySelector('#btn-full').click()")
+    wait(
+        page,
+        demo,
+        """(() => {
+            const log = window.demoLog;
+            const refused = log.findIndex(e => e.what === 'refused' && e.status === 503);
+            const open = log.findIndex((e, i) => i > refused && e.what === 'open');
+            return refused >= 0 && open > refused &&
+                log.filter((e, i) => i > open && e.type === 'tick').length >= 2;
+        })()""",
+        "a refusal, then the page's own reopen and 2 ticks",
+    )
+
+    entries = demo_log(page)
+    control = index_of(entries, -1, what="control", name="full")
+    gave_up = index_of(entries, control, what="error", readyState=2)  # CLOSED: given up
+    refused = index_of(entries, gave_up, what="refused", status=503)
+    assert 1 <= entries[refused]["retryAfter"] <= 3, entries[refused]
+    reopen = index_of(entries, refused, what="open")
+    assert entries[reopen]["at"] - entries[refused]["at"] >= 900, "it waited the Retry-After"
+    assert_consecutive(tick_numbers(entries))
+    client = page.evaluate("window.demoClientId")
+    reasons = [c["close_reason"] for c in connections(demo, client, "ticker")]
+    assert "rejected" in reasons, reasons
+    assert api_state(demo)["admission"]["rejections"] >= 1
+    assert page.exceptions() == []
+
+
 def test_screenshot_of_the_demo_page(
     page: Page, demo: ServerProcess, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -31,11 +31,15 @@ import pytest
 
 from examples._diagram_svg import arc_key, state_diagram_svg
 from examples.demo_app import (
+    DEFAULT_MAX_STREAMS,
     DRAIN_RETRY_MS,
     END_RETRY_MS,
+    RETRY_AFTER_SECONDS,
     client_id,
     create_app,
     parse_interval,
+    parse_max_streams,
+    render_page,
 )
 from sse_sm import TRANSITIONS, Arc, State, Trigger
 from sse_sm.testing import Event, EventStreamParser, stream
@@ -153,6 +157,11 @@ def test_settings_from_the_environment_and_the_query_are_checked() -> None:
     assert client_id("") is None
     assert client_id("<script>") is None
     assert client_id("x" * 65) is None
+    assert parse_max_streams(None) == DEFAULT_MAX_STREAMS
+    assert parse_max_streams("3") == 3
+    assert parse_max_streams("0") == 0
+    assert parse_max_streams("-1") == DEFAULT_MAX_STREAMS
+    assert parse_max_streams("many") == DEFAULT_MAX_STREAMS
 
 
 # ------------------------------------------------------------------ the streams
@@ -271,6 +280,68 @@ async def test_the_explorer_follows_a_stream_through_its_transitions() -> None:
         ("STREAMING", "DISCONNECTED"),
         ("OPEN", "STARTED"),
     ]
+
+
+@pytest.mark.anyio
+async def test_full_house_refuses_new_streams_with_503_then_admits_again() -> None:
+    """The "Full house" button: max_streams drops to 0, the admitted stream goes
+    on, this page's ticker is ended, a new stream gets a 503 with Retry-After
+    (the REJECTED arc, in the explorer and the statistics), then the limit
+    comes back."""
+    app = create_app(max_streams=7)
+    demo = app.state.demo
+    demo.full_house_seconds = 0.3
+    with anyio.fail_after(10):
+        assert demo.snapshot()["admission"] == {
+            "max_streams": 7,
+            "retry_after": list(RETRY_AFTER_SECONDS),
+            "rejections": 0,
+        }
+        async with stream(app, "/events?client=other") as other:
+            await other.wait_started()
+            async with stream(app, "/api/full?client=page", method="POST") as button:
+                await button.wait_started()
+                assert button.status == 200
+                async with stream(app, "/events?client=page") as refused:
+                    await refused.wait_finished()
+                assert refused.status == 503
+                retry_after = dict(refused.headers)["retry-after"]
+                assert RETRY_AFTER_SECONDS[0] <= int(retry_after) <= RETRY_AFTER_SECONDS[1]
+                await demo.tick()
+                assert (await other.next_event()).event == "tick", "admitted streams go on"
+                await button.wait_finished()  # the limit is restored after 0.3 s
+            async with stream(app, "/events?client=page") as again:
+                await again.wait_started()
+                assert again.status == 200
+        snapshot = demo.snapshot()
+    assert snapshot["admission"]["max_streams"] == 7
+    assert snapshot["admission"]["rejections"] == 1
+    assert snapshot["arcs"]["OPEN:REJECTED"] == 1
+
+
+@pytest.mark.anyio
+async def test_the_page_shows_the_coordinators_statistics_live() -> None:
+    """``/stats`` and the explorer's snapshots carry ``drain_coordinator_for(app).statistics()``."""
+    app = create_app(ticker=False)
+    demo = app.state.demo
+    with anyio.fail_after(10):
+        async with stream(app, "/events?client=inproc") as sse:
+            await sse.wait_started()
+            await demo.tick()
+            await sse.next_event()
+            during = demo.snapshot()["coordinator"]
+        async with stream(app, "/stats") as answer:
+            await answer.wait_finished()
+    assert answer.status == 200
+    served = json.loads(answer.body)
+    assert during["streams"] == {"open": 0, "streaming": 1, "draining": 0}
+    assert served["streams"] == {"open": 0, "streaming": 0, "draining": 0}
+    assert served["closes"] == {"client_disconnected": 1}
+    assert (served["events_sent"], served["bytes_sent"]) == (1, len(sse.body))
+    assert served["rejections"] == 0
+    page = render_page(1.0)
+    assert '<p id="stats"' in page
+    assert "renderStats(snapshot.coordinator)" in page
 
 
 # ------------------------------------------------------------------ Ctrl-C
