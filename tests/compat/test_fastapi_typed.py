@@ -20,6 +20,7 @@ from collections.abc import (
     Iterable,
     Iterator,
 )
+from pathlib import Path
 from typing import Any, Optional
 
 import anyio
@@ -396,3 +397,42 @@ async def test_a_model_that_cannot_be_serialised_ends_the_stream_after_whole_eve
     assert body == b'data: {"name":"before","price":1.5}\r\n\r\n'
     assert isinstance(error, ValueError)
     assert str(error).startswith("data: model_dump_json() of a Exploding failed")
+
+
+async def test_a_routers_default_response_class_is_ours_too() -> None:
+    router = APIRouter(default_response_class=EventSourceResponse)
+    router.get("/items")(_async_iterable())
+    app = document_streams(FastAPI())
+    app.include_router(router)
+    native = await openapi_of(app_with(NativeResponse, _async_iterable()))
+    assert event_stream_entry(await openapi_of(app)) == event_stream_entry(native)
+    status, body, error = await get(app, "/items")
+    assert (status, error) == (200, None)
+    assert body == b'data: {"name":"a","price":1.5}\r\n\r\n'
+
+
+# ------------------------------------------------------------------ the README
+
+
+def readme_fastapi_example() -> FastAPI:
+    """The README's FastAPI example, run as it is written there."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("\n## FastAPI\n", 1)[1].split("\n## ", 1)[0]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    namespace: dict[str, Any] = {"__name__": "readme_fastapi_example"}
+    exec(compile(code, "README.md (FastAPI)", "exec"), namespace)
+    app: FastAPI = namespace["app"]
+    return app
+
+
+async def test_the_readme_example_documents_and_streams_as_it_says() -> None:
+    app = readme_fastapi_example()
+    document = await openapi_of(app)
+    for path in ("/items", "/updates"):
+        data = event_stream_entry(document, path)["text/event-stream"]["itemSchema"]
+        assert data["properties"]["data"]["contentSchema"] == {"$ref": "#/components/schemas/Item"}
+    _, body, error = await get(app, "/items")
+    assert error is None
+    assert body == b'data: {"name":"a"}\r\n\r\nid: 2\r\nevent: item\r\ndata: {"name":"b"}\r\n\r\n'
+    _, body, error = await get(app, "/updates")
+    assert (body, error) == (b'data: {"name":"c"}\r\n\r\n', None)
