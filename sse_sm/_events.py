@@ -227,15 +227,33 @@ def _data_text(data: object) -> str | None:
     return _text(data, "data")
 
 
+#: Per type, whether it has a callable ``model_dump_json``.  A lookup that
+#: fails (an ``int`` item) costs about ten times a dict lookup, so each type
+#: is asked once.  Cleared when full, so types made at run time cannot grow it
+#: without bound; a cleared entry is only asked again.
+_MODEL_TYPES: dict[type, bool] = {}
+_MODEL_TYPES_MAX: Final = 256
+
+
 def _is_model(value: object) -> bool:
     """Whether ``value`` writes itself as JSON: a callable ``model_dump_json`` on its type.
 
     Looked up on the type, as Python looks up special methods, so an instance
     attribute of that name, or a proxy's ``__getattr__`` that answers every
-    name, does not make an object a model.  Callers test ``str`` first: a
-    ``str`` subclass is text whatever methods it has.
+    name, does not make an object a model.  Decided once per type (a method
+    added to or removed from a class after its first value was encoded may
+    not be seen).  Callers test ``str`` first: a ``str`` subclass is text
+    whatever methods it has.  Thread-safe: the cache holds only answers that
+    any thread would compute alike.
     """
-    return callable(getattr(type(value), "model_dump_json", None))
+    kind = type(value)
+    known = _MODEL_TYPES.get(kind)
+    if known is None:
+        known = callable(getattr(kind, "model_dump_json", None))
+        if len(_MODEL_TYPES) >= _MODEL_TYPES_MAX:
+            _MODEL_TYPES.clear()
+        _MODEL_TYPES[kind] = known
+    return known
 
 
 def _model_json(model: Any) -> str:

@@ -178,3 +178,13 @@ def test_the_method_is_looked_up_on_the_type_not_the_instance() -> None:
     duck = NotCallable()
     duck.__dict__["model_dump_json"] = lambda: '{"from":"instance"}'
     assert encode_item(duck, SEP) == b"data: plain-str\r\n\r\n"
+
+
+def test_the_per_type_answer_is_bounded_and_still_right_after_it_is_cleared() -> None:
+    from sse_sm import _events
+
+    kinds = [type(f"Scalar{n}", (), {"__str__": lambda self: "s"}) for n in range(600)]
+    for kind in kinds:
+        assert encode_item(kind(), SEP) == b"data: s\r\n\r\n"
+    assert len(_events._MODEL_TYPES) <= _events._MODEL_TYPES_MAX
+    assert encode_item(Duck('{"after":1}'), SEP) == b'data: {"after":1}\r\n\r\n'
