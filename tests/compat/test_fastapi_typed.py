@@ -4,8 +4,9 @@ FastAPI's native SSE (``fastapi.sse``) documents ``-> AsyncIterable[Item]``
 as an OpenAPI 3.2 ``itemSchema`` and sends models as JSON.  Here the same
 endpoints run with ``response_class=sse_sm.EventSourceResponse`` and
 :func:`sse_sm.fastapi.document_streams`, side by side with native ones: the
-documents must be equal, and the data on the wire must be the same JSON.
-Each app is fetched in-process, on asyncio and trio.
+entries and components must be equal, and the data on the wire must be the
+same JSON.  Each app is fetched in-process, on asyncio and trio.  The file
+passes on FastAPI 0.135.0 (the test extra's floor) and on the newest release.
 """
 
 from __future__ import annotations
@@ -170,13 +171,35 @@ def event_stream_entry(document: dict[str, Any], path: str = "/items") -> dict[s
     return entry
 
 
+def assert_same_as_native(ours: dict[str, Any], native: dict[str, Any]) -> None:
+    """The entries and the components are FastAPI's native ones.
+
+    FastAPI 0.135's native class loses the item type of a route in an
+    included router (it copies the route with ``response_model=None``); ours
+    keeps it there, so that entry is compared only where FastAPI keeps it.
+    """
+    assert ours["paths"]["/items"] == native["paths"]["/items"]
+    assert ours["components"] == native["components"]
+    assert "contentSchema" in data_schema(ours["paths"]["/items"])
+    assert "contentSchema" in data_schema(ours["paths"]["/v1/items"])
+    native_included = native["paths"]["/v1/items"]
+    if "contentSchema" in data_schema(native_included):  # FastAPI keeps the type (0.16x)
+        assert ours["paths"]["/v1/items"] == native_included
+
+
+def data_schema(path_entry: dict[str, Any]) -> dict[str, Any]:
+    content = path_entry["get"]["responses"]["200"]["content"]
+    schema: dict[str, Any] = content["text/event-stream"]["itemSchema"]["properties"]["data"]
+    return schema
+
+
 @pytest.mark.parametrize("shape", ENDPOINTS)
 async def test_the_document_equals_fastapis_native_one(shape: str) -> None:
     make = ENDPOINTS[shape]
     native = await openapi_of(app_with(NativeResponse, make()))
     ours = await openapi_of(app_with(EventSourceResponse, make()))
     assert "itemSchema" in event_stream_entry(native)["text/event-stream"]
-    assert ours == native  # paths (direct and in an included router) and components
+    assert_same_as_native(ours, native)
 
 
 async def test_the_item_schema_points_at_the_model() -> None:
@@ -209,7 +232,7 @@ async def test_a_returned_response_is_typed_by_response_model() -> None:
 
     native = await openapi_of(app_with(NativeResponse, _async_iterable()))
     ours = await openapi_of(app_with(EventSourceResponse, items, response_model=Item))
-    assert ours == native
+    assert_same_as_native(ours, native)
 
 
 async def test_a_returned_response_without_a_type_gets_the_generic_event_schema() -> None:
@@ -258,6 +281,8 @@ async def test_routes_added_after_the_hook_are_documented_and_a_second_call_is_h
     app.get("/items", response_class=EventSourceResponse)(_async_iterable())
     assert "itemSchema" in event_stream_entry(await openapi_of(app))["text/event-stream"]
     app.get("/more", response_class=EventSourceResponse)(_async_iterable())
+    # FastAPI before route versions (0.135) keeps its first document forever.
+    app.openapi_schema = None
     assert "itemSchema" in event_stream_entry(await openapi_of(app), "/more")["text/event-stream"]
 
 
