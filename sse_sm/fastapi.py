@@ -85,7 +85,10 @@ def document_streams(app: FastAPI) -> FastAPI:
     subclass) gets a ``text/event-stream`` entry with an ``itemSchema``; see
     the module docstring for how the item type is found.  Routes added after
     this call are covered too: the marks are made each time the document is
-    generated.  Calling it twice is harmless.  Returns ``app``.
+    generated.  Calling it twice is harmless.  It wraps whatever
+    ``app.openapi`` is when called, so an app that installs its own
+    ``openapi`` function (FastAPI's "extending OpenAPI" recipe) calls this
+    after that.  Returns ``app``.
 
     Raises:
         TypeError: ``app`` is not a FastAPI application.

@@ -6,7 +6,7 @@ endpoints run with ``response_class=sse_sm.EventSourceResponse`` and
 :func:`sse_sm.fastapi.document_streams`, side by side with native ones: the
 entries and components must be equal, and the data on the wire must be the
 same JSON.  Each app is fetched in-process, on asyncio and trio.  The file
-passes on FastAPI 0.135.0 (the test extra's floor) and on the newest release.
+passes on FastAPI 0.135.0 (the test extra's floor) and on 0.165.0.
 """
 
 from __future__ import annotations
@@ -461,3 +461,22 @@ async def test_the_readme_example_documents_and_streams_as_it_says() -> None:
     assert body == b'data: {"name":"a"}\r\n\r\nid: 2\r\nevent: item\r\ndata: {"name":"b"}\r\n\r\n'
     _, body, error = await get(app, "/updates")
     assert (body, error) == (b'data: {"name":"c"}\r\n\r\n', None)
+
+
+async def test_an_apps_own_openapi_function_is_wrapped_not_replaced() -> None:
+    """FastAPI's recipe for extending the document replaces ``app.openapi``;
+    document_streams called after it keeps the app's function."""
+    app = FastAPI()
+    app.get("/items", response_class=EventSourceResponse)(_async_iterable())
+    generate = app.openapi
+
+    def custom() -> dict[str, Any]:
+        document = generate()
+        document["info"]["x-custom"] = True
+        return document
+
+    app.openapi = custom  # type: ignore[method-assign]
+    document_streams(app)
+    document = await openapi_of(app)
+    assert document["info"]["x-custom"] is True
+    assert "contentSchema" in data_schema(document["paths"]["/items"])
