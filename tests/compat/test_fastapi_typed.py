@@ -480,3 +480,40 @@ async def test_an_apps_own_openapi_function_is_wrapped_not_replaced() -> None:
     document = await openapi_of(app)
     assert document["info"]["x-custom"] is True
     assert "contentSchema" in data_schema(document["paths"]["/items"])
+
+
+# ------------------------------------------------------------------ still sse_sm's machine
+
+
+async def test_a_yielding_typed_endpoint_drains_on_shutdown_like_any_sse_sm_stream() -> None:
+    """FastAPI hands the yielded models to our response, so the connection's
+    state machine runs: a shutdown drains the stream, whose body ends
+    cleanly after whole events, and the endpoint's generator is closed."""
+    app = document_streams(FastAPI())
+    closed = anyio.Event()
+
+    @app.get("/ticks", response_class=EventSourceResponse)
+    async def ticks() -> AsyncIterable[Item]:
+        try:
+            n = 0
+            while True:
+                yield Item(name=f"tick {n}")
+                n += 1
+                await anyio.sleep(0.01)
+        finally:
+            closed.set()
+
+    with anyio.fail_after(10):
+        async with stream(app, "/ticks") as sse:
+            first = await sse.next_event()
+            sse.request_shutdown()
+            await sse.wait_finished()
+            await closed.wait()
+    assert first.data == '{"name":"tick 0","price":1.5}'
+    assert sse.complete
+    assert sse.body.endswith(b"\r\n\r\n")
+    assert all(json.loads(event.data)["name"].startswith("tick") for event in data_events(sse.body))
+
+
+def data_events(body: bytes) -> list[Event]:
+    return [event for event in parse_event_stream(body) if event.data]
