@@ -517,3 +517,26 @@ async def test_a_yielding_typed_endpoint_drains_on_shutdown_like_any_sse_sm_stre
 
 def data_events(body: bytes) -> list[Event]:
     return [event for event in parse_event_stream(body) if event.data]
+
+
+class QuietEvents(EventSourceResponse):
+    """The README's advice for a yielding endpoint: a subclass sets the arguments.
+
+    ``status_code`` stays in the signature: FastAPI reads the default status
+    of a route without one from the response class's ``__init__``, and its
+    document generator fails (``UnboundLocalError``) when it finds none.
+    """
+
+    def __init__(self, content: Any, status_code: int = 200, **kwargs: Any) -> None:
+        super().__init__(content, status_code=status_code, ping=600, send_timeout=30, **kwargs)
+
+
+async def test_a_subclass_carries_arguments_for_a_yielding_endpoint() -> None:
+    app = document_streams(FastAPI())
+    app.get("/items", response_class=QuietEvents)(_async_iterable())
+    document = await openapi_of(app)
+    assert data_schema(document["paths"]["/items"])["contentSchema"] == {
+        "$ref": "#/components/schemas/Item"
+    }
+    status, body, error = await get(app, "/items")
+    assert (status, body, error) == (200, b'data: {"name":"a","price":1.5}\r\n\r\n', None)
