@@ -135,7 +135,7 @@ def _mark_streams(routes: Any) -> None:
             continue  # a DefaultPlaceholder included: FastAPI does not serve it as ours
         item = stream_item_type(route.endpoint, route.response_model)
         if _sent_as_json(item):
-            if route.stream_item_type is not item:
+            if route.stream_item_type != item:  # ``list[T]`` is a new object per read
                 route.stream_item_type = item
                 route.stream_item_field = create_model_field(
                     name="StreamItem_" + route.unique_id, type_=item, mode="serialization"
