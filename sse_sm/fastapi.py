@@ -132,7 +132,10 @@ def _mark_streams(routes: Any) -> None:
         if not (
             isinstance(response_class, type) and issubclass(response_class, EventSourceResponse)
         ):
-            continue  # a DefaultPlaceholder included: FastAPI does not serve it as ours
+            # Another class, or FastAPI's DefaultPlaceholder (its JSON default,
+            # served its own way; a router's default_response_class=ours arrives
+            # here resolved to the class itself).
+            continue
         item = stream_item_type(route.endpoint, route.response_model)
         if _sent_as_json(item):
             if route.stream_item_type != item:  # ``list[T]`` is a new object per read
