@@ -6,7 +6,7 @@ Invariants:
   WHATWG event-stream format needs (no CR or LF in ``event``, no CR, LF or NUL
   in ``id``, ``retry`` an integer from 0 to :data:`MAX_RETRY`, a known
   separator) and every conversion to text (``str()`` of ``data``, ``comment``
-  or an ``int`` id, JSON of a ``dict`` or ``list``) runs when the value is
+  or an ``int`` id, JSON of a ``dict``, a ``list`` or a model) runs when the value is
   constructed or a field is assigned, with a ``ValueError`` or ``TypeError``
   whose message starts with the field's name.  Encoding then only joins
   strings that already exist, so it cannot fail.  An item from a source is
@@ -25,8 +25,13 @@ Decisions the spec leaves to us (see docs/design.md, "Encoding"):
 * ``data`` that is not a ``str``: a ``dict`` or ``list`` is written as compact
   JSON (sse-starlette writes its Python ``repr``, which no client can parse);
   ``bytes``/``bytearray``/``memoryview`` are decoded as UTF-8 (refused with a
-  ``ValueError`` if they are not valid UTF-8); anything else goes through
-  ``str()``, as in sse-starlette.
+  ``ValueError`` if they are not valid UTF-8); an object whose type has a
+  callable ``model_dump_json`` (a pydantic v2 model; duck-typed, pydantic is
+  never imported) is written as the JSON that method returns, also when it
+  is nested in a ``dict`` or ``list``; anything else goes through ``str()``,
+  as in sse-starlette.  A ``str`` subclass is text even if it has such a
+  method.  None of this is on the path of an exact ``str``, ``dict``,
+  ``bytes`` or ``ServerSentEvent`` item.
 * A ``str`` subclass is never written through an f-string, whose
   ``__format__`` could differ from what was validated and split.  In ``event``
   and ``id`` it is the characters it holds (a ``(str, Enum)`` member is its
@@ -217,11 +222,78 @@ def _data_text(data: object) -> str | None:
             return bytes(data).decode("utf-8")
         except UnicodeDecodeError as exc:
             raise ValueError(f"data bytes are not valid UTF-8: {exc}") from None
+    if not isinstance(data, str) and _is_model(data):
+        return _model_json(data)
     return _text(data, "data")
 
 
+#: Per type, whether it has a callable ``model_dump_json``.  A lookup that
+#: fails (an ``int`` item) costs about ten times a dict lookup, so each type
+#: is asked once.  Cleared when full, so types made at run time cannot grow it
+#: without bound; a cleared entry is only asked again.
+_MODEL_TYPES: dict[type, bool] = {}
+_MODEL_TYPES_MAX: Final = 256
+
+
+def _is_model(value: object) -> bool:
+    """Whether ``value`` writes itself as JSON: a callable ``model_dump_json`` on its type.
+
+    Looked up on the type, as Python looks up special methods, so an instance
+    attribute of that name, or a proxy's ``__getattr__`` that answers every
+    name, does not make an object a model.  Decided once per type (a method
+    added to or removed from a class after its first value was encoded may
+    not be seen).  Callers test ``str`` first: a ``str`` subclass is text
+    whatever methods it has.  Thread-safe: the cache holds only answers that
+    any thread would compute alike.
+    """
+    kind = type(value)
+    known = _MODEL_TYPES.get(kind)
+    if known is None:
+        known = callable(getattr(kind, "model_dump_json", None))
+        if len(_MODEL_TYPES) >= _MODEL_TYPES_MAX:
+            _MODEL_TYPES.clear()
+        _MODEL_TYPES[kind] = known
+    return known
+
+
+def _model_json(model: Any) -> str:
+    """``model.model_dump_json()``, checked: a ``str``, or a refusal naming ``data``.
+
+    A ``TypeError`` or ``ValueError`` (pydantic's ``PydanticSerializationError``
+    is one) is raised again, of the same kind, with a message that names
+    ``data``; any other exception propagates unchanged, with a note.
+    """
+    kind = type(model).__name__
+    try:
+        text = model.model_dump_json()
+    except (TypeError, ValueError) as exc:
+        raise _refusal(exc, f"data: model_dump_json() of a {kind} failed") from exc
+    except Exception as exc:
+        _note(exc, "while writing the ServerSentEvent field 'data' with model_dump_json()")
+        raise
+    if not isinstance(text, str):
+        raise TypeError(
+            f"data: model_dump_json() of a {kind} returned a {type(text).__name__}, not a str"
+        )
+    return _plain(text)
+
+
+def _json_default(value: object) -> object:
+    """``json.dumps``'s hook for what it cannot write: a model nested in a dict or list.
+
+    Called only for values ``json`` refuses, so plain dicts and lists never
+    pay for it.  The model's own JSON is parsed back so that ``json`` embeds
+    exactly what the model writes (its serializers, aliases and exclusions).
+    """
+    if not isinstance(value, str) and _is_model(value):
+        return json.loads(_model_json(value))
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
 def _json(value: object) -> str:
-    return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    return json.dumps(
+        value, ensure_ascii=False, allow_nan=False, separators=(",", ":"), default=_json_default
+    )
 
 
 def _json_data(value: object) -> str:
@@ -300,6 +372,9 @@ class ServerSentEvent:
     Args:
         data: the payload; split into one ``data:`` line per line of text.
             ``None`` writes no data field (an id-only or comment-only block).
+            A ``dict``, a ``list`` or a model (an object with a callable
+            ``model_dump_json``, such as a pydantic v2 model) is written as
+            compact JSON, converted here, once.
         event: the event type; the client's listener name.  No CR or LF.
         id: sets the client's last event ID.  No CR, LF or NUL.  An int is
             written in decimal.  ``""`` resets the client's last event ID.

@@ -15,7 +15,11 @@ PACKAGE = Path(sse_sm.__file__).resolve().parent
 #: Runtime dependencies; trio is imported lazily, only when already running under trio.
 ALLOWED_THIRD_PARTY = {"anyio", "starlette", "trio"}
 #: Optional extras, each confined to its own module that ``sse_sm`` never imports.
-EXTRAS = {"hub/redis.py": {"coredis"}, "otel.py": {"opentelemetry"}}
+EXTRAS = {
+    "hub/redis.py": {"coredis"},
+    "otel.py": {"opentelemetry"},
+    "fastapi.py": {"fastapi"},
+}
 
 
 def imported_modules(path: Path) -> set[str]:
@@ -47,7 +51,8 @@ def test_the_package_imports_only_the_stdlib_starlette_and_anyio() -> None:
 def test_importing_sse_sm_loads_no_optional_extra() -> None:
     code = (
         "import sys, sse_sm, sse_sm.testing; "
-        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('coredis', 'opentelemetry')))"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('coredis', 'opentelemetry', 'fastapi', 'pydantic')))"
     )
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
