@@ -29,7 +29,8 @@ This is the only module that does I/O.  Its invariants:
   checkpoints after at most ``FAIRNESS_SLICE`` seconds or ``FAIRNESS_EVENTS``
   events without one.
 * **Admission first.**  Before anything is sent the connection asks its
-  coordinator for a slot (one atomic step under the coordinator's lock).
+  coordinator's books for a slot (``_admission.py``: one atomic step under
+  their lock).
   Refused, it answers ``503`` with a ``Retry-After`` and closes on
   ``REJECTED``: the source never starts (it is closed), no task is started,
   ``background`` does not run.  Admitted, the slot is given back when the

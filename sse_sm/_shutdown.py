@@ -182,11 +182,16 @@ class DrainCoordinator:
         that closed (their counts as of the close) and the streams still
         alive (read now: O(live streams) per call, nothing per event).
 
+        A stream is counted from the moment its connection starts (or is
+        refused), whatever its response class; ``rejections`` counts the
+        503s that were sent.
+
         Thread safety: callable from any thread.  The per-state and per-reason
-        counts are one consistent snapshot, taken under the coordinator's
-        lock.  The traffic of live streams is read without stopping them: on
-        their own event loop it is exact; from another thread a stream's
-        figures may lag by the events it is sending at that instant.
+        counts are one consistent snapshot, taken under the books' lock
+        (``_admission.py``).  The traffic of live streams is read without
+        stopping them: on their own event loop it is exact; from another
+        thread a stream's figures may lag by the events it is sending at that
+        instant.
         """
         return self._books.statistics()
 

@@ -9,6 +9,7 @@ a Starlette app, on both backends.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import types
@@ -35,7 +36,7 @@ from sse_sm import (
     drain_coordinator_for,
 )
 from sse_sm.testing import SSEStream, stream, wait_for_close, wait_for_state
-from tests._support import http_scope, never_receive
+from tests._support import http_scope, never_receive, websocket_scope
 
 
 def closed_before_starting(generator: object) -> bool:
@@ -235,6 +236,31 @@ async def test_a_refused_head_gets_503_headers_and_no_body() -> None:
     assert send.status == 503
     assert send.header(b"retry-after") == b"1"
     assert send.messages[1] == {"type": "http.response.body", "body": b"", "more_body": False}
+    assert response.close_reason is CloseReason.REJECTED
+
+
+async def test_a_refusal_is_logged_like_any_transition(caplog: pytest.LogCaptureFixture) -> None:
+    coordinator = DrainCoordinator(max_streams=0, retry_after=2)
+    response = EventSourceResponse(Source().ticks(), drain_coordinator=coordinator)
+    with caplog.at_level(logging.DEBUG, logger="sse_sm"), anyio.fail_after(5):
+        await response(http_scope(), never_receive, Recorder())
+    (line,) = [r.getMessage() for r in caplog.records if "--REJECTED-->" in r.getMessage()]
+    assert line.endswith(
+        ": OPEN --REJECTED--> CLOSED (max_streams=0 reached; 503 with Retry-After: 2)"
+    )
+
+
+async def test_a_refused_websocket_handshake_gets_a_503_denial_response() -> None:
+    coordinator = DrainCoordinator(max_streams=0, retry_after=1)
+    response = EventSourceResponse(Source().ticks(), drain_coordinator=coordinator)
+    send = Recorder()
+    with anyio.fail_after(5):
+        await response(websocket_scope(), never_receive, send)
+    assert [m["type"] for m in send.messages] == [
+        "websocket.http.response.start",
+        "websocket.http.response.body",
+    ]
+    assert send.status == 503
     assert response.close_reason is CloseReason.REJECTED
 
 
