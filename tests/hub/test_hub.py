@@ -383,10 +383,15 @@ async def test_one_stalled_subscriber_does_not_slow_the_others(
 # ------------------------------------------------------------------ scale
 
 
-async def test_a_thousand_subscribers_each_get_ten_thousand_events_under_block() -> None:
-    """10 million deliveries, none lost, each subscriber's in order (a few seconds)."""
+async def test_a_thousand_subscribers_each_get_two_thousand_events_under_block() -> None:
+    """2 million deliveries, none lost, each subscriber's in order.
+
+    4-8 s on a quiet 2-core machine.  It was 10,000 events each (23-42 s
+    quiet), which passed its 120 s bound only just, or not, on a shared
+    machine under load; the property is the same at this size.
+    """
     hub = Hub(policy=SlowConsumerPolicy.BLOCK, block_timeout=None)
-    subscribers, count = 1_000, 10_000
+    subscribers, count = 1_000, 2_000
     subs = [hub.subscribe("load") for _ in range(subscribers)]
     last = str(count - 1).encode()
     problems: list[str] = []
