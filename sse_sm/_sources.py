@@ -144,7 +144,13 @@ class _AsyncSource:
     def __init__(self, iterator: AsyncIterator[Any]) -> None:
         self._iterator = iterator
         self._closed = False
-        self.__anext__: Callable[[], Any] = iterator.__anext__
+        # A hub subscription hands the driver a backlog joined into one
+        # ``Frames`` (one send for many events); it opts in with this method,
+        # looked up on its type so that no ``__getattr__`` can fake it.
+        if hasattr(type(iterator), "_sse_sm_next_frames"):
+            self.__anext__: Callable[[], Any] = iterator._sse_sm_next_frames  # type: ignore[attr-defined]
+        else:
+            self.__anext__ = iterator.__anext__
 
     @property
     def finished(self) -> bool:
