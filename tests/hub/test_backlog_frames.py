@@ -97,6 +97,11 @@ def assert_counts_match_the_wire(response: EventSourceResponse, wire: Wire) -> N
     assert stats.bytes_sent == sum(len(body) for body in wire.bodies)
 
 
+async def sent(response: EventSourceResponse, count: int) -> None:
+    """Wait until the response has sent ``count`` events (the caller bounds the wait)."""
+    await wait_until(lambda: response.statistics().events_sent == count)
+
+
 def data_of(events: list[Event]) -> list[str]:
     return [event.data for event in events if event.event != GAP_EVENT]
 
@@ -136,7 +141,7 @@ async def test_a_subscriber_that_keeps_up_sends_one_message_per_event() -> None:
             await wait_until(lambda: hub.statistics().subscribers == 1)
             for n in range(5):
                 await hub.publish("t", str(n))
-                await wait_until(lambda n=n: response.statistics().events_sent == n + 1)
+                await sent(response, n + 1)
             hub.close()
     assert wire.bodies == [
         f"id: {event.id}\r\ndata: {event.data}\r\n\r\n".encode() for event in wire.events
