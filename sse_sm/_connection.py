@@ -433,7 +433,7 @@ class Connection:
                     # machine before its next fire, so each is checked in the
                     # state where it happened.
                     self.unflushed_events += events
-                    budget -= 1
+                    budget -= 1  # per send: a Frames is one send
                     if budget == 0 or now >= yield_at:
                         self._flush_events()
                         await checkpoint()

@@ -136,7 +136,10 @@ class _AsyncSource:
     ``__anext__`` is the user's own bound method (no wrapper on the hot
     path) until :meth:`aclose`, which swaps in one that raises
     ``StopAsyncIteration``: an iterator without ``aclose`` would otherwise
-    keep producing after it.
+    keep producing after it.  For a hub subscription it is the
+    subscription's ``_sse_sm_next_frames`` instead, which may return a
+    :class:`~sse_sm._events.Frames` (several events for one send); only
+    the driver calls it.
     """
 
     __slots__ = ("__anext__", "_closed", "_iterator")
