@@ -67,7 +67,7 @@ from . import _hooks
 from ._admission import StreamBooks
 from ._clock import loop_clock
 from ._deadlines import Due, due, next_wake
-from ._events import ServerSentEvent, encode_item
+from ._events import Frames, ServerSentEvent, encode_item
 from ._exceptions import SendTimeoutError, SlowConsumerError, TransitionError
 from ._fairness import FAIRNESS_EVENTS, FAIRNESS_SLICE
 from ._hooks import timed_send
@@ -508,8 +508,16 @@ class Connection:
                         if machine.state is State.STREAMING:
                             self._fire(Trigger.SOURCE_EXHAUSTED, "the source ended")
                         break  # a draining stream says its farewell first (below)
-                    # Pre-encoded bytes go out as they are, without the call.
-                    frame = item if type(item) is bytes else encode_item(item, sep)
+                    # Pre-encoded bytes go out as they are, without the call;
+                    # a hub's backlog (Frames) is several events in one send.
+                    events = 1
+                    if type(item) is bytes:
+                        frame = item
+                    elif type(item) is Frames:
+                        frame = item.body
+                        events = item.events
+                    else:
+                        frame = encode_item(item, sep)
                     while self._ping_in_flight is not None:
                         await self._ping_in_flight.wait()
                     if not self._open:
@@ -531,8 +539,8 @@ class Connection:
                     # (the only states that reach this line); handed to the
                     # machine before its next fire, so each is checked in the
                     # state where it happened.
-                    self.unflushed_events += 1
-                    budget -= 1
+                    self.unflushed_events += events
+                    budget -= 1  # per send: a Frames is one send
                     if budget == 0 or now >= yield_at:
                         self._flush_events()
                         await checkpoint()

@@ -55,13 +55,15 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from typing import Any, Final, Literal, TypeAlias
+from typing import Any, Final, Literal, TypeAlias, final
 
 __all__ = (
     "DEFAULT_SEPARATOR",
+    "FRAMES_MAX_BYTES",
     "MAX_RETRY",
     "SEPARATORS",
     "JSONServerSentEvent",
+    "Frames",
     "ServerSentEvent",
     "Separator",
     "encode_item",
@@ -82,6 +84,13 @@ DEFAULT_SEPARATOR: Final = "\r\n"
 #: larger ones (above 4300 digits) Python cannot even write.  It is 584 million
 #: years: no reconnection delay a server means is refused.
 MAX_RETRY: Final = 2**64 - 1
+
+#: How large :class:`Frames` grows: events are joined while the body stays
+#: within this many bytes (a single larger event is sent alone).  64 KiB is
+#: a few hundred typical events, enough that a subscriber that fell behind
+#: catches up in a handful of sends, and small enough that one send to a
+#: slow client is not megabytes held in the server's write buffer.
+FRAMES_MAX_BYTES: Final = 64 * 1024
 
 _FIELD_NAMES: Final = frozenset({"data", "event", "id", "retry", "comment", "sep"})
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -590,6 +599,28 @@ def _encode_mapping_in_full(fields: Mapping[str, Any], sep: str) -> bytes:
         None if comment is None else _text(comment, "comment"),
         sep,
     )
+
+
+@final
+class Frames:
+    """Several encoded events joined into one body, sent in one ASGI message.
+
+    What a hub subscription hands the driver when more than one event is
+    ready (a backlog): ``body`` is the events' frames, each whole and in
+    order, exactly the bytes they would have been one by one; ``events`` is
+    how many they are (gap signals included), which the driver counts as
+    that many events sent.  Only the driver receives these: a subscription
+    iterated directly still yields one event per item.
+    """
+
+    __slots__ = ("body", "events")
+
+    def __init__(self, body: bytes, events: int) -> None:
+        self.body = body
+        self.events = events
+
+    def __repr__(self) -> str:
+        return f"<Frames: {self.events} events, {len(self.body)} bytes>"
 
 
 def encode_item(item: object, sep: str) -> bytes:

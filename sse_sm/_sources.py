@@ -136,7 +136,10 @@ class _AsyncSource:
     ``__anext__`` is the user's own bound method (no wrapper on the hot
     path) until :meth:`aclose`, which swaps in one that raises
     ``StopAsyncIteration``: an iterator without ``aclose`` would otherwise
-    keep producing after it.
+    keep producing after it.  For a hub subscription it is the
+    subscription's ``_sse_sm_next_frames`` instead, which may return a
+    :class:`~sse_sm._events.Frames` (several events for one send); only
+    the driver calls it.
     """
 
     __slots__ = ("__anext__", "_closed", "_iterator")
@@ -144,7 +147,13 @@ class _AsyncSource:
     def __init__(self, iterator: AsyncIterator[Any]) -> None:
         self._iterator = iterator
         self._closed = False
-        self.__anext__: Callable[[], Any] = iterator.__anext__
+        # A hub subscription hands the driver a backlog joined into one
+        # ``Frames`` (one send for many events); it opts in with this method,
+        # looked up on its type so that no ``__getattr__`` can fake it.
+        if hasattr(type(iterator), "_sse_sm_next_frames"):
+            self.__anext__: Callable[[], Any] = iterator._sse_sm_next_frames  # type: ignore[attr-defined]
+        else:
+            self.__anext__ = iterator.__anext__
 
     @property
     def finished(self) -> bool:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, final
 import anyio
 import anyio.lowlevel
 
+from .._events import FRAMES_MAX_BYTES, Frames
 from .._exceptions import SlowConsumerError
 from ._buffers import DropMarker, SubscriberState
 from ._replay import Entry, Gap
@@ -107,6 +108,68 @@ class Subscription:
                 return self._dropped_frame(state, item)
         return await self._next()
 
+    async def _sse_sm_next_frames(self) -> bytes | Frames:
+        """What the driver sends next: one event's ``bytes``, or a backlog as :class:`Frames`.
+
+        The driver's ``__anext__`` (see ``sse_sm._sources``); it yields the
+        same events, gap signals and ends as :meth:`__anext__`, in the same
+        order, but joins a backlog.  When events are already waiting as the
+        driver asks (they queued up while its previous send was in flight,
+        or the replay is under way), it takes every one of them without
+        suspending, the replay's and then the buffer's, gap signals in their
+        place, while the joined body stays within
+        :data:`~sse_sm._events.FRAMES_MAX_BYTES`.  When it has to wait (to
+        join, for the replay, for an event), it returns the first event
+        alone, as ``__anext__`` would: a subscriber that keeps up sends each
+        event as it comes, one message each, and what piles up behind that
+        send goes out together on the next call.
+
+        Every event taken is counted, made room for (``BLOCK``) and becomes
+        the last id, as if yielded alone; a ``SlowConsumerError`` or the end
+        comes on a later call, after what was taken.  A single event is its
+        shared ``bytes``: nothing is allocated for it.
+        """
+        state = self._state
+        if state is not None:
+            if state.live:
+                buffer = state.buffer
+                if len(buffer) == 1:  # keeping up: the common case, as in __anext__
+                    return self._live_item(state)
+                if buffer:
+                    return self._more(state, self._live_item(state))
+            elif state.pending and state.failure is None and not self._closed:
+                return self._more(state, self._pending_item(state))
+        return await self._next()
+
+    def _more(self, state: SubscriberState, first: bytes) -> bytes | Frames:
+        """``first`` and the events ready after it, joined (see :meth:`_sse_sm_next_frames`).
+
+        Never suspends, so nothing else touches the buffer meanwhile: no
+        failure, end or close can arrive between the events taken.
+        """
+        parts = [first]
+        size = len(first)
+        pending = state.pending
+        buffer = state.buffer
+        while size < FRAMES_MAX_BYTES:
+            if pending:
+                replayed = pending[0]
+                if type(replayed) is Entry and size + len(replayed.frame) > FRAMES_MAX_BYTES:
+                    break
+                frame = self._pending_item(state)
+            elif buffer:
+                buffered = buffer[0]
+                if type(buffered) is Entry and size + len(buffered.frame) > FRAMES_MAX_BYTES:
+                    break
+                frame = self._live_item(state)
+            else:
+                break
+            parts.append(frame)
+            size += len(frame)
+        if len(parts) == 1:
+            return first
+        return Frames(b"".join(parts), len(parts))
+
     async def _next(self) -> bytes:
         """Everything but a buffered live event: joining, replay, ends, waiting."""
         yielded = False
@@ -121,16 +184,7 @@ class Subscription:
                 self._release()
                 raise SlowConsumerError(state.failure)
             if state.pending:
-                item = state.pending.popleft()
-                if not state.pending:
-                    state.live = not state.removed
-                if isinstance(item, Gap):
-                    state.gaps += 1
-                    return item.to_event(self._sep).encode()
-                state.delivered += 1
-                state.replayed += 1
-                state.last_id = item.id
-                return item.frame
+                return self._pending_item(state)
             if state.buffer:
                 return self._live_item(state)
             if state.ended or state.removed:
@@ -153,6 +207,19 @@ class Subscription:
             finally:
                 if state.waiter is waiter:
                     state.waiter = None
+
+    def _pending_item(self, state: SubscriberState) -> bytes:
+        """The next of the replay (the gap signal first, if any); ``pending`` is not empty."""
+        item = state.pending.popleft()
+        if not state.pending:
+            state.live = not state.removed
+        if isinstance(item, Gap):
+            state.gaps += 1
+            return item.to_event(self._sep).encode()
+        state.delivered += 1
+        state.replayed += 1
+        state.last_id = item.id
+        return item.frame
 
     def _live_item(self, state: SubscriberState) -> bytes:
         item = state.buffer.popleft()
