@@ -69,6 +69,7 @@ import logging
 import random
 import re
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
@@ -140,23 +141,87 @@ return {
 _WARN_EVERY: Final = 60.0
 
 
-#: XADD with the entry's number: KEYS[1]; ARGV: MAXLEN or MINID, = or ~, the
-#: threshold, the frame, the separator.  Atomic, so the number is exact.
+#: XADD of a batch of entries, each with its number: KEYS are the batch's
+#: streams; ARGV[1..3]: MAXLEN or MINID, = or ~, the threshold; then three
+#: per entry: its key's index in KEYS, the frame, the separator.  Returns one
+#: string per entry, in order: its stream id, or ``!`` and the error that
+#: kept it out.  Entries are added in order, and once one entry of a stream
+#: fails, the later ones of that stream are not attempted (a publish never
+#: lands after an earlier one of its topic failed).  Atomic: the numbers are
+#: exact, and no other client's entry falls between two of one batch.
 _PUBLISH: Final = """
-local fields = {'f', ARGV[4], 's', ARGV[5]}
-if redis.REDIS_VERSION_NUM ~= nil and redis.REDIS_VERSION_NUM >= 0x070000 then
-  local n = 1
-  if redis.call('TYPE', KEYS[1])['ok'] == 'stream' then
-    local info = redis.call('XINFO', 'STREAM', KEYS[1])
-    for i = 1, #info, 2 do
-      if info[i] == 'entries-added' then n = info[i + 1] + 1 end
+local numbered = redis.REDIS_VERSION_NUM ~= nil and redis.REDIS_VERSION_NUM >= 0x070000
+local count = {}
+local failed = {}
+local out = {}
+for i = 4, #ARGV, 3 do
+  local k = tonumber(ARGV[i])
+  local key = KEYS[k]
+  if count[k] == nil and failed[k] == nil then
+    local kind = redis.call('TYPE', key)['ok']
+    if kind == 'none' then
+      count[k] = 0
+    elseif kind == 'stream' then
+      count[k] = 0
+      if numbered then
+        local info = redis.call('XINFO', 'STREAM', key)
+        for j = 1, #info, 2 do
+          if info[j] == 'entries-added' then count[k] = info[j + 1] end
+        end
+      end
+    else
+      failed[k] = 'WRONGTYPE the key ' .. key .. ' holds a ' .. kind .. ', not a stream'
     end
   end
-  fields[5] = 'n'
-  fields[6] = tostring(n)
+  if failed[k] ~= nil then
+    out[#out + 1] = '!' .. failed[k]
+  else
+    local fields = {'f', ARGV[i + 1], 's', ARGV[i + 2]}
+    if numbered then
+      fields[5] = 'n'
+      fields[6] = tostring(count[k] + 1)
+    end
+    local id = redis.pcall('XADD', key, ARGV[1], ARGV[2], ARGV[3], '*', unpack(fields))
+    if type(id) == 'table' and id.err then
+      failed[k] = id.err
+      out[#out + 1] = '!' .. id.err
+    else
+      count[k] = count[k] + 1
+      out[#out + 1] = id
+    end
+  end
 end
-return redis.call('XADD', KEYS[1], ARGV[1], ARGV[2], ARGV[3], '*', unpack(fields))
+return out
 """
+
+#: Most entries, and most bytes of frames, one batch sends (a bigger publish goes alone).
+_BATCH_ENTRIES: Final = 512
+_BATCH_BYTES: Final = 1 << 20
+
+
+@final
+class _Job:
+    """One publish (or ``publish_many``) waiting in the queue: its entries land together."""
+
+    __slots__ = ("cancelled", "done", "error", "frames", "ids", "sent", "size", "topic")
+
+    def __init__(self, topic: str, frames: list[tuple[bytes, bytes]]) -> None:
+        self.topic = topic
+        #: ``(frame, separator)`` of each event, in order.
+        self.frames = frames
+        self.size = sum(len(frame) for frame, _ in frames)
+        #: Set when the flusher took it: from then on its outcome is Redis's.
+        self.sent = False
+        #: Set by a publisher that stopped waiting before it was sent: skipped.
+        self.cancelled = False
+        self.ids: list[bytes] = []
+        self.error: BaseException | None = None
+        self.done = anyio.Event()
+
+    def fail(self, error: BaseException) -> None:
+        if not self.done.is_set():
+            self.error = error
+            self.done.set()
 
 
 class _MalformedReplyError(ValueError):
@@ -396,6 +461,7 @@ class RedisBackend:
         "_publish_digest",
         "_publish_failures",
         "_published",
+        "_queue",
         "_read_block",
         "_read_count",
         "_readers",
@@ -406,6 +472,7 @@ class RedisBackend:
         "_stack",
         "_task_group",
         "_url",
+        "_wake_flusher",
         "_warned_old_redis",
     )
 
@@ -465,6 +532,9 @@ class RedisBackend:
         self._stack: AsyncExitStack | None = None
         #: Topics with a reader (or one starting), in the order they were watched.
         self._readers: dict[str, None] = {}
+        #: Publishes waiting for the flusher, in the order they were issued.
+        self._queue: deque[_Job] = deque()
+        self._wake_flusher = anyio.Event()
         self._connected = False
         self._published = 0
         self._publish_failures = 0
@@ -505,6 +575,8 @@ class RedisBackend:
             self._task_group = await stack.enter_async_context(anyio.create_task_group())
             # Readers are cancelled before the client closes (the stack unwinds in reverse).
             stack.callback(self._stop_readers)
+            self._queue.clear()
+            self._task_group.start_soon(self._flush, name="sse_sm.redis flusher")
             for topic in self._initial_topics:
                 await self.watch(topic)
         except BaseException:
@@ -563,42 +635,195 @@ class RedisBackend:
 
         The entry reaches this process's listeners through its reader, like
         every other process's, shortly after this returns (if the topic is
-        read here).  Safe to cancel: a cancelled publish may or may not have
-        been stored, as after a timeout.
+        read here).  Publishes issued while another batch is on its way to
+        Redis share the next round trip (one script call), in the order they
+        were issued; each still gets its own id or its own error.  Safe to
+        cancel: cancelled before its batch was sent, it was not stored;
+        after, it may or may not have been, as after a timeout.  Either way
+        the other publishes of its batch are unaffected.
 
         Raises:
             ValueError: the event has an ``id``: Redis assigns ids here.
-            RedisUnavailableError: Redis failed or did not answer within
-                ``command_timeout`` seconds (then the event may be stored).
+            RedisUnavailableError: Redis failed, refused this entry (a key of
+                another type, say; the message says why) or did not answer
+                within ``command_timeout`` seconds (then the event may be
+                stored).
             RuntimeError: the backend is not running.
         """
-        if event.id is not None:
-            raise ValueError(
-                "the Redis backend gives every event its stream id; publish events without an id"
+        [entry] = await self._publish(topic, (event,), "event")
+        return entry
+
+    async def publish_many(self, topic: str, events: Sequence[ServerSentEvent]) -> list[Entry]:
+        """``XADD`` several events of ``topic`` in one round trip; their entries, in order.
+
+        The events are stored in order, next to each other (no other
+        publish of any process falls between them), in one script call.
+        Redis refuses them together (a key of another type) or, in the rare
+        case that a write fails half-way (Redis out of memory), keeps those
+        before the failure: the error then says how many were stored.
+        Otherwise as :meth:`publish`; an empty ``events`` returns ``[]``
+        without asking Redis.
+
+        Raises:
+            TypeError: ``events`` is not a sequence of ``ServerSentEvent``;
+                the message names the bad item (``events[3]``).
+            ValueError: an event has an ``id``.
+            RedisUnavailableError, RuntimeError: as :meth:`publish`.
+        """
+        if isinstance(events, (str, bytes)) or not isinstance(events, Sequence):
+            raise TypeError(
+                f"events must be a sequence of ServerSentEvent, got {type(events).__name__}"
             )
+        for index, event in enumerate(events):
+            if not isinstance(event, ServerSentEvent):
+                raise TypeError(
+                    f"events[{index}] must be a ServerSentEvent, got {type(event).__name__}"
+                )
+        if not events:
+            self._require_client()
+            return []
+        return await self._publish(topic, events, "events[{}]")
+
+    async def _publish(
+        self, topic: str, events: Sequence[ServerSentEvent], name: str
+    ) -> list[Entry]:
+        """Queue ``events`` as one job for the flusher and wait for its outcome."""
+        if not isinstance(topic, str):
+            raise TypeError(f"topic must be a str, got {type(topic).__name__}")
+        frames: list[tuple[bytes, bytes]] = []
+        for index, event in enumerate(events):
+            if event.id is not None:
+                raise ValueError(
+                    f"{name.format(index)}: the Redis backend gives every event its stream "
+                    "id; publish events without an id"
+                )
+            frames.append((event.encode(), event.sep.encode()))
+        self._require_client()
+        job = _Job(topic, frames)
+        self._queue.append(job)
+        self._wake_flusher.set()
+        try:
+            # Queued too long (Redis slow, a long queue): give up unsent, so nothing was stored.
+            with anyio.move_on_after(self._command_timeout):
+                await job.done.wait()
+            if not job.done.is_set():
+                if not job.sent:
+                    job.cancelled = True
+                    self._publish_failures += 1
+                    raise self._unavailable(
+                        f"publish to {topic!r}",
+                        TimeoutError(),
+                        f"not sent within {self._command_timeout} s (Redis is slow or "
+                        "the queue long); not stored",
+                    )
+                await job.done.wait()  # sent: the flusher answers within its own deadline
+        except BaseException:
+            if not job.sent:
+                job.cancelled = True  # the flusher skips it: nothing stored
+            raise
+        if job.error is not None:
+            raise job.error
+        return [
+            self._entry(topic, ident, {_FRAME: frame, _SEP: sep})
+            for ident, (frame, sep) in zip(job.ids, frames, strict=True)
+        ]
+
+    async def _flush(self) -> None:
+        """The flusher, until cancelled: sends the queued publishes, a batch per round trip.
+
+        While one batch is on its way, publishes queue; the next batch takes
+        them all (up to ``_BATCH_ENTRIES`` entries or ``_BATCH_BYTES``), in
+        order, so publishes issued together share a round trip and each
+        topic's entries keep the order they were issued in.  Every job it
+        takes is answered (ids or an error) before the next batch goes, and
+        on the way out (cancelled) every job left is failed: no publisher
+        waits forever.
+        """
         client = self._require_client()
-        sep = event.sep
-        fields: dict[bytes, bytes] = {_FRAME: event.encode(), _SEP: sep.encode()}
+        queue = self._queue
+        try:
+            while True:
+                while queue and queue[0].cancelled:
+                    queue.popleft()
+                if not queue:
+                    self._wake_flusher = anyio.Event()
+                    await self._wake_flusher.wait()
+                    continue
+                batch: list[_Job] = []
+                entries = size = 0
+                while queue:
+                    job = queue[0]
+                    if not job.cancelled:
+                        if batch and (
+                            entries + len(job.frames) > _BATCH_ENTRIES
+                            or size + job.size > _BATCH_BYTES
+                        ):
+                            break
+                        job.sent = True
+                        batch.append(job)
+                        entries += len(job.frames)
+                        size += job.size
+                    queue.popleft()
+                await self._send(client, batch)
+        finally:
+            stopped = RuntimeError("the RedisBackend stopped before this publish was sent")
+            while queue:
+                queue.popleft().fail(stopped)
+
+    async def _send(self, client: coredis.Redis[bytes], batch: list[_Job]) -> None:
+        """One script call for ``batch``; answers each job with its ids or its error."""
+        keys: dict[str, int] = {}
         if self._max_events is not None:
             trim = ["MAXLEN", self._trim_operator(), str(self._max_events)]
         else:
             assert self._max_age is not None
             horizon = int((time.time() - self._max_age) * 1000)
             trim = ["MINID", self._trim_operator(), f"{max(horizon, 0)}-0"]
-        args: list[str | bytes] = [*trim, fields[_FRAME], fields[_SEP]]
+        args: list[str | bytes] = list(trim)
+        for job in batch:
+            index = keys.setdefault(self._key(job.topic), len(keys) + 1)
+            for frame, sep in job.frames:
+                args += (str(index), frame, sep)
         try:
-            with anyio.fail_after(self._command_timeout):
-                ident = await self._script(
-                    client, "_publish_digest", _PUBLISH, self._key(topic), args
-                )
-            if not isinstance(ident, bytes):
-                raise _MalformedReplyError(f"publish: a stream id expected, got {ident!r:.80}")
-        except (*_UNAVAILABLE, _MalformedReplyError) as exc:
-            self._publish_failures += 1
-            raise self._unavailable(f"publish to {topic!r}", exc) from exc
+            try:
+                with anyio.fail_after(self._command_timeout):
+                    reply = await self._script(
+                        client, "_publish_digest", _PUBLISH, list(keys), args
+                    )
+                results = _publish_results(reply, len(args) // 3 - 1)
+            except (*_UNAVAILABLE, _MalformedReplyError) as exc:
+                self._failed(exc)
+                for job in batch:
+                    self._publish_failures += 1
+                    job.fail(self._unavailable(f"publish to {job.topic!r}", exc, count=False))
+                return
+        except BaseException:
+            outcome = RedisUnavailableError(
+                f"Redis at {self._url}: the backend stopped while this publish was on its "
+                "way; it may or may not be stored"
+            )
+            for job in batch:
+                job.fail(outcome)
+            raise
         self._connected = True
-        self._published += 1
-        return self._entry(topic, ident, fields)
+        position = 0
+        for job in batch:
+            mine = results[position : position + len(job.frames)]
+            position += len(job.frames)
+            errors = [item for item in mine if item.startswith(b"!")]
+            if not errors:
+                self._published += len(mine)
+                job.ids = mine
+                job.done.set()
+                continue
+            stored = len(mine) - len(errors)
+            self._published += stored
+            self._publish_failures += 1
+            reason = _text(errors[0][1:])
+            if stored:
+                reason += f" ({stored} of its {len(mine)} events were stored before it)"
+            refused = coredis.exceptions.ResponseError(reason)
+            job.fail(self._unavailable(f"publish to {job.topic!r}", refused))
 
     async def replay(self, topic: str, last_event_id: str) -> Replay:
         """The events of ``topic`` after ``last_event_id`` (``XRANGE``), or all held and a gap.
@@ -977,14 +1202,15 @@ class RedisBackend:
         ms, seq = _parse(last)
         after = f"{ms}-{seq + 1}" if seq < _MAX_PART else f"{ms + 1}-0"
         args: list[str | bytes] = [after, str(count)]
-        return _Snapshot.parse(await self._script(client, "_snapshot_digest", _SNAPSHOT, key, args))
+        reply = await self._script(client, "_snapshot_digest", _SNAPSHOT, [key], args)
+        return _Snapshot.parse(reply)
 
     async def _script(
         self,
         client: coredis.Redis[bytes],
         slot: Literal["_snapshot_digest", "_publish_digest"],
         script: str,
-        key: str,
+        keys: list[str],
         args: list[str | bytes],
     ) -> object:
         """``EVALSHA`` of ``script``, loading it first when Redis does not have it.
@@ -994,12 +1220,12 @@ class RedisBackend:
         digest: str | None = getattr(self, slot)
         if digest is not None:
             try:
-                return await client.evalsha(digest, [key], args)
+                return await client.evalsha(digest, keys, args)
             except coredis.exceptions.NoScriptError:
                 pass  # a restarted Redis forgot it
         digest = _text(await client.script_load(script))
         setattr(self, slot, digest)
-        return await client.evalsha(digest, [key], args)
+        return await client.evalsha(digest, keys, args)
 
     # ------------------------------------------------------------ helpers
 
@@ -1015,11 +1241,15 @@ class RedisBackend:
         self._last_error = _describe(exc)
         self._last_error_at = time.monotonic()
 
-    def _unavailable(self, what: str, exc: BaseException) -> RedisUnavailableError:
-        self._failed(exc)
-        if isinstance(exc, TimeoutError):
+    def _unavailable(
+        self, what: str, exc: BaseException, reason: str | None = None, *, count: bool = True
+    ) -> RedisUnavailableError:
+        """The error a publisher or a replay raises; ``count`` records the failure too."""
+        if count:
+            self._failed(exc)
+        if reason is None and isinstance(exc, TimeoutError):
             reason = f"no answer within {self._command_timeout} s; its outcome is unknown"
-        else:
+        elif reason is None:
             reason = _describe(exc)
         return RedisUnavailableError(f"Redis at {self._url}: {what} failed: {reason}")
 
@@ -1100,6 +1330,20 @@ def _hole(last: str, next_id: str | None, missed: int, replaced: str) -> tuple[G
         )
         return Gap(GapReason.EXPIRED, last, next_id, missed), why
     return Gap(GapReason.UNKNOWN, last, next_id, None), replaced
+
+
+def _publish_results(reply: object, count: int) -> list[bytes]:
+    """The publish script's reply, checked: ``count`` ids or ``!``-errors."""
+    if not (isinstance(reply, list) and len(reply) == count):
+        raise _MalformedReplyError(f"publish: {count} results expected, got {reply!r:.80}")
+    results: list[bytes] = []
+    for item in reply:
+        if not isinstance(item, bytes) or not (
+            item.startswith(b"!") or parse_stream_id(_text(item)) is not None
+        ):
+            raise _MalformedReplyError(f"publish: a stream id expected, got {item!r:.80}")
+        results.append(item)
+    return results
 
 
 def _positive(value: object) -> bool:
