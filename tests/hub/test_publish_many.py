@@ -1,4 +1,4 @@
-"""``Hub.publish_many`` and ``MemoryBackend.publish_many``: several events, one call, ids in order."""
+"""``Hub.publish_many`` and ``MemoryBackend.publish_many``: several events in one call."""
 
 from __future__ import annotations
 
@@ -45,7 +45,8 @@ async def test_a_bad_item_stores_nothing_and_the_error_names_its_place() -> None
     with pytest.raises(TypeError, match=r"^items\[0\]: unknown ServerSentEvent field"):
         await hub.publish_many("t", [{"nope": 1}])
     replay = await backend.replay("t", first)
-    assert replay.entries == () and replay.gap is None
+    assert replay.entries == ()
+    assert replay.gap is None
     nxt = await hub.publish("t", "next")
     assert [e.id for e in (await backend.replay("t", first)).entries] == [nxt]
 
