@@ -77,9 +77,11 @@ async def stream(client: coredis.Redis[bytes], topic: str) -> list[tuple[str, st
     out = []
     for item in found:
         fields = item.field_values
-        frame = fields[b"f"].decode()
-        data = frame.split("data: ", 1)[1].split("\r\n", 1)[0]
-        out.append((item.identifier.decode(), data, int(fields[b"n"])))
+        frame, ident = fields[b"f"], item.identifier
+        assert isinstance(frame, bytes)
+        assert isinstance(ident, bytes)
+        data = frame.decode().split("data: ", 1)[1].split("\r\n", 1)[0]
+        out.append((ident.decode(), data, int(fields[b"n"])))
     return out
 
 
