@@ -69,6 +69,7 @@ import logging
 import random
 import re
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AsyncExitStack
@@ -85,6 +86,7 @@ try:
     import coredis.exceptions
     from coredis.response.types import StreamEntry
     from coredis.retry import NoRetryPolicy
+    from coredis.tokens import PureToken
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError("sse_sm.redis needs coredis: pip install 'sse_sm[redis]'") from exc
 
@@ -136,6 +138,9 @@ return {
 }
 """
 
+
+#: How long a process's wake stream outlives its last use (a crashed process's goes away).
+_WAKE_TTL_MS: Final = 60_000
 
 #: Seconds between two warnings about foreign entries in one stream.
 _WARN_EVERY: Final = 60.0
@@ -249,6 +254,13 @@ class _Cursor:
     #: Foreign entries skipped and not yet logged, and when they last were.
     skipped: int = 0
     warned_at: float = float("-inf")
+    #: Whether the next round is a snapshot (see ``RedisBackend._read``).
+    snapshot: bool = True
+    #: Failures in a row, the last one logged, the backoff, and when to try again.
+    failures: int = 0
+    logged: str | None = None
+    delay: float = 0.0
+    retry_at: float = 0.0
 
 
 @final
@@ -442,9 +454,11 @@ class RedisBackend:
     """
 
     __slots__ = (
+        "_blocked",
         "_client",
         "_command_timeout",
         "_connected",
+        "_cursors",
         "_errors",
         "_exact",
         "_foreign",
@@ -471,8 +485,10 @@ class RedisBackend:
         "_snapshot_digest",
         "_stack",
         "_task_group",
+        "_topics_changed",
         "_url",
         "_wake_flusher",
+        "_wake_key",
         "_warned_old_redis",
     )
 
@@ -531,7 +547,15 @@ class RedisBackend:
         self._task_group: anyio.abc.TaskGroup | None = None
         self._stack: AsyncExitStack | None = None
         #: Topics with a reader (or one starting), in the order they were watched.
-        self._readers: dict[str, None] = {}
+        #: Topics watched (or being watched: the event is set once positioned), in order.
+        self._readers: dict[str, anyio.Event] = {}
+        #: Where the reader is in each watched topic.
+        self._cursors: dict[str, _Cursor] = {}
+        #: Whether the reader is in its ``XREAD BLOCK`` (so a new topic must wake it).
+        self._blocked = False
+        self._topics_changed = anyio.Event()
+        #: A stream of this backend's own, read with the topics: an entry there ends the block.
+        self._wake_key = f"{prefix}{{wake}}:{uuid.uuid4().hex}"
         #: Publishes waiting for the flusher, in the order they were issued.
         self._queue: deque[_Job] = deque()
         self._wake_flusher = anyio.Event()
@@ -572,11 +596,14 @@ class RedisBackend:
                 max_connections=self._max_connections,
             )
             self._client = await stack.enter_async_context(client)
+            # After the tasks are stopped, before the client closes (reverse order).
+            stack.push_async_callback(self._drop_wake_key)
             self._task_group = await stack.enter_async_context(anyio.create_task_group())
             # Readers are cancelled before the client closes (the stack unwinds in reverse).
             stack.callback(self._stop_readers)
             self._queue.clear()
             self._task_group.start_soon(self._flush, name="sse_sm.redis flusher")
+            self._task_group.start_soon(self._read, name="sse_sm.redis reader")
             for topic in self._initial_topics:
                 await self.watch(topic)
         except BaseException:
@@ -601,6 +628,7 @@ class RedisBackend:
         finally:
             self._client = self._task_group = None
             self._readers.clear()
+            self._cursors.clear()
             self._connected = False
 
     def _stop_readers(self) -> None:
@@ -874,35 +902,46 @@ class RedisBackend:
     # ------------------------------------------------------------ readers
 
     async def watch(self, topic: str) -> None:
-        """Start ``topic``'s reader, from the newest entry now, unless it has one.
+        """Read ``topic`` from the newest entry now on, unless it is read already.
 
-        Idempotent.  Returns once the reader's starting id is fixed: every
-        entry stored after this returns reaches the listeners, or a gap
-        does.  The starting id and the stream's count are read together, so
-        the first hole is counted exactly.  When Redis cannot be reached, the
-        reader starts from this process's clock (``<now ms>-0``), with the
-        count unknown until its first read, and retries.
+        Idempotent, and returns at once for a topic already read; a second
+        call while the first is positioning waits for it.  Returns once the
+        topic's starting id is fixed: every entry stored after this returns
+        reaches the listeners, or a gap does.  The starting id and the
+        stream's count are read together, so the first hole is counted
+        exactly.  When Redis cannot be reached, reading starts from this
+        process's clock (``<now ms>-0``), with the count unknown until the
+        first read, and is retried.  The process's one reader reads every
+        watched topic in one ``XREAD``; this wakes it (an entry in a wake
+        stream of its own) so the new topic's entries are not held up until
+        its current block ends.
 
         Raises:
             RuntimeError: the backend is not running.
         """
         if not isinstance(topic, str):
             raise TypeError(f"a topic must be a str, got {type(topic).__name__}")
-        client = self._require_client()
-        task_group = self._task_group
-        assert task_group is not None
-        if topic in self._readers:
-            return
-        self._readers[topic] = None
-        key = self._key(topic)
+        while True:
+            client = self._require_client()
+            starting = self._readers.get(topic)
+            if starting is None:
+                break
+            if starting.is_set():
+                return
+            await starting.wait()  # another call is positioning it; it may have failed
+        ready = self._readers[topic] = anyio.Event()
         cursor = _Cursor()
         try:
             with anyio.fail_after(self._command_timeout):
-                # Its newest id and its count, together: the reader's hole check starts exact.
-                snapshot = await self._snapshot(client, key, "0-0", 0)
+                # Its newest id and its count, together: the hole check starts exact.
+                snapshot = await self._snapshot(client, self._key(topic), "0-0", 0)
         except (*_UNAVAILABLE, _MalformedReplyError) as exc:
             self._failed(exc)
             cursor.last = f"{int(time.time() * 1000)}-0"
+        except BaseException:
+            del self._readers[topic]  # cancelled: not watched, a later call starts again
+            ready.set()
+            raise
         else:
             self._connected = True
             if snapshot.missing:
@@ -911,91 +950,188 @@ class RedisBackend:
                 cursor.last = "{}-{}".format(*snapshot.last_generated)
                 cursor.index = snapshot.added
                 cursor.seen = True
-        task_group.start_soon(self._read, topic, cursor, name=f"sse_sm.redis reader {topic!r}")
+        self._cursors[topic] = cursor
+        ready.set()
+        self._topics_changed.set()
+        if self._blocked:
+            await self._wake_reader(client)
 
-    async def _read(self, topic: str, cursor: _Cursor) -> None:
-        """The reader of one topic, until cancelled: never raises, never stops on bad data.
+    async def _wake_reader(self, client: coredis.Redis[bytes]) -> None:
+        """End the reader's ``XREAD BLOCK`` now: one entry in its wake stream.
 
-        Each round reads a snapshot (the entries after ``cursor.last`` and the
-        stream's counters, in one atomic script), signals any hole it shows,
-        delivers the entries (handing the loop back every ``FAIRNESS_SLICE``
-        seconds or ``FAIRNESS_EVENTS`` entries), and when it is caught up
-        waits with ``XREAD BLOCK`` for the next entry.  Failures of Redis, of
-        its replies or of a listener are logged and retried with backoff;
-        they never end the task, so its subscribers are never left waiting
-        on a reader that is gone.
+        Best effort: when it fails, the reader takes the new topic up after
+        its block ends (``read_block``), still from its starting id.
+        """
+        try:
+            with anyio.fail_after(self._command_timeout):
+                await client.xadd(
+                    self._wake_key,
+                    {b"w": b""},
+                    trim_strategy=PureToken.MAXLEN,
+                    threshold=1,
+                    trim_operator=PureToken.EQUAL,
+                )
+                await client.pexpire(self._wake_key, _WAKE_TTL_MS)
+        except (*_UNAVAILABLE, _MalformedReplyError) as exc:
+            self._failed(exc)
+
+    async def _drop_wake_key(self) -> None:
+        client = self._client
+        if client is None:
+            return
+        with anyio.move_on_after(self._command_timeout, shield=True):
+            try:
+                await client.delete([self._wake_key])
+            except _UNAVAILABLE:
+                pass  # it expires by itself
+
+    async def _read(self) -> None:
+        """The process's one reader, until cancelled: never raises, never stops on bad data.
+
+        Every watched topic is read here.  A topic's round is a snapshot
+        (its entries after ``cursor.last`` and its stream's counters, in one
+        atomic script) first, after a failure, after a block that found
+        nothing (a stream that vanished or went back shows only there) and
+        until it is caught up; then the caught-up topics wait together in one
+        ``XREAD BLOCK`` (one key each, plus the wake stream :meth:`watch`
+        writes to), one command per batch.  Each topic's entries are
+        delivered in stream order, its holes signalled, and the loop handed
+        back every ``FAIRNESS_SLICE`` seconds or ``FAIRNESS_EVENTS`` entries.
+        A failure of one topic (a key of another type, a listener that
+        raises, a bug) is logged once per run of failures and retried with
+        its own backoff while the others go on; a failure of Redis fails
+        every topic's next round the same way.  Nothing ends the task, so
+        subscribers are never left waiting on a reader that is gone.
         """
         client = self._require_client()
-        key = self._key(topic)
-        first_delay, longest_delay = self._reconnect_delay
-        delay = first_delay
-        failures = 0
-        logged: str | None = None
         block_ms = int(self._read_block * 1000)
         wait_deadline = self._read_block + self._command_timeout
-        # A snapshot round first, after a failure, after a block that found
-        # nothing (a stream that vanished or went back shows only there), and
-        # until caught up; otherwise XREAD BLOCK, one command per batch.
-        use_snapshot = True
+        cursors = self._cursors
+        wake_last = "0-0"
         while True:
+            if not cursors:
+                self._topics_changed = anyio.Event()
+                await self._topics_changed.wait()
+                continue
+            now = time.monotonic()
+            due = [
+                (topic, cursor)
+                for topic, cursor in cursors.items()
+                if cursor.snapshot and cursor.retry_at <= now
+            ]
+            if due:
+                for topic, cursor in due:
+                    await self._snapshot_round(client, topic, cursor)
+                continue
+            waiting = {
+                self._key(topic): (topic, cursor)
+                for topic, cursor in cursors.items()
+                if not cursor.snapshot
+            }
+            backoff = [c.retry_at for c in cursors.values() if c.snapshot]
+            block = block_ms
+            if backoff:
+                block = max(1, min(block, int((min(backoff) - now) * 1000) + 1))
+            if not waiting:
+                self._topics_changed = anyio.Event()
+                with anyio.move_on_after(block / 1000):
+                    await self._topics_changed.wait()
+                continue
+            streams: dict[str, str] = {key: cursor.last for key, (_, cursor) in waiting.items()}
+            streams[self._wake_key] = wake_last
             try:
-                found: list[tuple[str | bytes, Mapping[Any, object]]] | None = None
-                if use_snapshot:
-                    with anyio.fail_after(self._command_timeout):
-                        snapshot = await self._snapshot(client, key, cursor.last, self._read_count)
-                else:
+                self._blocked = True
+                try:
                     with anyio.fail_after(wait_deadline):
-                        reply = await client.xread(
-                            {key: cursor.last}, count=self._read_count, block=block_ms
-                        )
-                    found = [
-                        (item.identifier, item.field_values)
-                        for items in (reply or {}).values()
-                        for item in items
-                    ]
-                self._connected = True
-                if failures:
-                    self._reconnects += 1
-                    logger.info(
-                        "Redis backend: the reader of topic %r reads again after %d failure(s)",
-                        topic,
-                        failures,
-                    )
-                    failures = 0
-                    logged = None
-                    delay = first_delay
-                if found is None:
-                    use_snapshot = not await self._deliver(topic, key, cursor, snapshot)
-                elif found:
-                    # An entry without its number stops the batch: the snapshot reads on.
-                    use_snapshot = not await self._deliver_entries(
-                        topic, key, cursor, found, numbered=True
-                    )
-                else:
-                    use_snapshot = True
+                        reply = await client.xread(streams, count=self._read_count, block=block)
+                finally:
+                    self._blocked = False
+            except coredis.exceptions.ResponseError as exc:
+                # Redis refused one of the keys (of another type, say): each
+                # topic's snapshot round tells which, and logs it.
+                self._failed(exc)
+                for _, cursor in waiting.values():
+                    cursor.snapshot = True
+                await anyio.sleep(self._reconnect_delay[0] * random.uniform(0.5, 1.0))
                 continue
             except (*_UNAVAILABLE, _MalformedReplyError) as exc:
-                failure: BaseException = exc
-                traceback = False
-            except Exception as exc:  # a bug: logged with its traceback, never the reader's end
-                failure = exc
-                traceback = True
-            failures += 1
-            self._failed(failure)
-            message = _describe(failure)
-            if message != logged:
-                logged = message
-                logger.error(
-                    "Redis backend: the reader of topic %r (stream %r) failed: %s; "
-                    "retrying with backoff",
-                    topic,
-                    key,
-                    message,
-                    exc_info=failure if traceback else None,
-                )
-            use_snapshot = True
-            await anyio.sleep(delay * random.uniform(0.5, 1.0))
-            delay = min(delay * 2, longest_delay)
+                for topic, cursor in waiting.values():  # Redis itself: every topic's failure
+                    self._topic_failed(topic, self._key(topic), cursor, exc, traceback=False)
+                continue
+            self._connected = True
+            woken = False
+            for name, items in (reply or {}).items():
+                key = _text(name)
+                if key == self._wake_key:
+                    woken = True
+                    if items:
+                        wake_last = _text(items[-1].identifier)
+                    continue
+                known = waiting.get(key)
+                if known is None or not items:
+                    continue
+                topic, cursor = known
+                found = [(item.identifier, item.field_values) for item in items]
+                try:
+                    # An entry without its number stops the batch: the snapshot reads on.
+                    complete = await self._deliver_entries(topic, key, cursor, found, numbered=True)
+                except Exception as exc:  # a bug: logged with its traceback, then retried
+                    self._topic_failed(topic, key, cursor, exc, traceback=True)
+                    continue
+                cursor.snapshot = not complete
+            if not reply or (not woken and not any(reply.values())):
+                for _, cursor in waiting.values():
+                    cursor.snapshot = True
+
+    async def _snapshot_round(
+        self, client: coredis.Redis[bytes], topic: str, cursor: _Cursor
+    ) -> None:
+        """One snapshot round of ``topic``; a failure is the topic's own (logged, backed off)."""
+        key = self._key(topic)
+        try:
+            with anyio.fail_after(self._command_timeout):
+                snapshot = await self._snapshot(client, key, cursor.last, self._read_count)
+            self._connected = True
+            self._recovered(topic, cursor)
+            cursor.snapshot = not await self._deliver(topic, key, cursor, snapshot)
+        except (*_UNAVAILABLE, _MalformedReplyError) as exc:
+            self._topic_failed(topic, key, cursor, exc, traceback=False)
+        except Exception as exc:  # a bug: logged with its traceback, never the reader's end
+            self._topic_failed(topic, key, cursor, exc, traceback=True)
+
+    def _recovered(self, topic: str, cursor: _Cursor) -> None:
+        if cursor.failures:
+            self._reconnects += 1
+            logger.info(
+                "Redis backend: the reader of topic %r reads again after %d failure(s)",
+                topic,
+                cursor.failures,
+            )
+            cursor.failures = 0
+            cursor.logged = None
+            cursor.delay = 0.0
+
+    def _topic_failed(
+        self, topic: str, key: str, cursor: _Cursor, failure: Exception, *, traceback: bool
+    ) -> None:
+        """Count, log (once per run of failures) and back off ``topic``'s reading."""
+        first_delay, longest_delay = self._reconnect_delay
+        cursor.failures += 1
+        self._failed(failure)
+        message = _describe(failure)
+        if message != cursor.logged:
+            cursor.logged = message
+            logger.error(
+                "Redis backend: the reader of topic %r (stream %r) failed: %s; "
+                "retrying with backoff",
+                topic,
+                key,
+                message,
+                exc_info=failure if traceback else None,
+            )
+        delay = cursor.delay = min(cursor.delay * 2, longest_delay) if cursor.delay else first_delay
+        cursor.snapshot = True
+        cursor.retry_at = time.monotonic() + delay * random.uniform(0.5, 1.0)
 
     async def _deliver(self, topic: str, key: str, cursor: _Cursor, snapshot: _Snapshot) -> bool:
         """Signal the hole ``snapshot`` shows, if any, then deliver its entries.
