@@ -1,6 +1,6 @@
 """A hub backend on Redis Streams, for hubs in several processes: ``pip install sse_sm[redis]``.
 
->>> backend = RedisBackend("redis://localhost:6379/0", topics=["chat"])  # doctest: +SKIP
+>>> backend = RedisBackend("redis://localhost:6379/0")  # doctest: +SKIP
 >>> hub = Hub(backend)  # doctest: +SKIP
 >>> async with backend:  # in the app's lifespan  # doctest: +SKIP
 ...     await hub.publish("chat", "hello")
@@ -12,15 +12,19 @@ imports it, and a missing extra fails here, at the import that asks for it.
 Theory of operation
 -------------------
 Each topic is one stream, ``<prefix><topic>``.  :meth:`RedisBackend.publish`
-is one script around ``XADD`` (with the retention bound) that also stores the
-entry's number in the stream (``n``: ``entries-added`` after it, Redis 7);
-the stream id Redis assigns, ``<ms>-<seq>``, is the event's SSE id, and its
-position is the same pair as one integer, ``ms << 64 | seq``, so positions
-increase with ids.  Every process runs one reader task per topic it serves:
-``XREAD BLOCK`` after the last id it has seen, a hole signalled wherever an
-entry's number is not the next one, and the hubs' listeners (their fan-out)
-called with every entry, in stream order, on the loop the backend was
-entered on.  Where numbers cannot tell (another writer's entries, a stream
+queues the event for the backend's flusher task, which sends every queued
+publish in one script call around ``XADD`` (with the retention bound) that
+also stores each entry's number in its stream (``n``: ``entries-added``
+after it, Redis 7), so publishes issued together share a round trip; each
+publisher gets its own id or its own error.  The stream id Redis assigns,
+``<ms>-<seq>``, is the event's SSE id, and its position is the same pair as
+one integer, ``ms << 64 | seq``, so positions increase with ids.  Every
+process runs one reader task for all the topics it watches (listed, or
+watched when a hub's subscriber first joins one): one ``XREAD BLOCK`` over
+all of them, after the last id it has seen in each, a hole signalled
+wherever an entry's number is not the next one, and the hubs' listeners
+(their fan-out) called with every entry, in stream order per topic, on the
+loop the backend was entered on.  Where numbers cannot tell (another writer's entries, a stream
 that vanished or went back, the first read), it reads through a script that
 returns the entries and the stream's counters (``XINFO STREAM``) atomically.
 A process's own publishes reach its subscribers the same way, through its
@@ -28,12 +32,19 @@ reader, so there is exactly one delivery path and one order.
 
 Invariants:
 
-* **Owned, structured tasks.**  The reader tasks live in a task group that
-  ``async with backend:`` opens and closes; nothing runs before it is entered
-  or after it exits (readers are cancelled, their connections closed).
-* **No hole after a reconnect.**  A reader keeps the id of the last entry it
-  delivered and asks for what follows it after any error, so an entry stored
-  while it was disconnected is delivered once it reconnects.
+* **Owned, structured tasks.**  The reader and the flusher live in a task
+  group that ``async with backend:`` opens and closes; nothing runs before
+  it is entered or after it exits (both are cancelled, the connections
+  closed, publishes still queued failed).
+* **Per topic, in order, once.**  The flusher sends one batch at a time, its
+  entries in the order they were queued, in one atomic script; a publish
+  whose topic's earlier entry in the batch failed is not attempted, and one
+  cancelled before its batch was sent is skipped.  Every publisher is
+  answered: by its batch, by its own deadline while still queued, or when
+  the backend stops.
+* **No hole after a reconnect.**  The reader keeps, per topic, the id of the
+  last entry it delivered and asks for what follows it after any error, so
+  an entry stored while it was disconnected is delivered once it reconnects.
 * **No silent hole** (Redis 7 and newer).  Entries the reader can no longer
   read (trimmed by the retention before it got to them, lost with a stream
   that was deleted, replaced or not persisted across a restart) reach the
@@ -43,14 +54,20 @@ Invariants:
   are numbered densely (``entries-added``), and Redis trims from the oldest
   entry, so when the oldest entry held is after the last one read, the
   missing ones are that count's growth less what is held.
-* **A reader never dies.**  Redis failures, malformed replies, foreign or
+* **The reader never dies.**  Redis failures, malformed replies, foreign or
   malformed entries and listeners that raise are logged (a failure once per
-  run of failures) and skipped or retried with backoff; only cancellation
-  ends a reader.
-* **Fair.**  A reader hands the loop back every ``FAIRNESS_SLICE`` seconds
+  topic and run of failures) and skipped or retried with that topic's own
+  backoff, so one topic's trouble does not hold up the others; only
+  cancellation ends the reader.
+* **Fair.**  The reader hands the loop back every ``FAIRNESS_SLICE`` seconds
   or ``FAIRNESS_EVENTS`` entries while it delivers, as ``Hub.publish`` does.
-* **No hole between replay and live.**  A topic's reader is started (from
-  the stream's newest id) before the replay is read, and the replay's
+* **No hole after a watch.**  :meth:`RedisBackend.watch` returns once the
+  topic's starting id is fixed; the hub's subscription joins right after it
+  (no checkpoint between), so it gets every entry stored after it joined.
+  A watch wakes the blocked ``XREAD`` (an entry in the backend's own wake
+  stream) so the next one includes the new key.
+* **No hole between replay and live.**  A topic is watched (from the
+  stream's newest id) before the replay is read, and the replay's
   ``head`` is the position of its last entry, so the hub drops what both give.
 * **Bounded waits.**  Every command runs under a deadline: a publish that
   Redis does not answer raises :class:`RedisUnavailableError` after
@@ -404,14 +421,14 @@ def _describe(exc: BaseException) -> str:
 class RedisBackend:
     """Stores events in Redis Streams and carries them to the hubs of every process.
 
-    >>> backend = RedisBackend("redis://localhost:6379/0", topics=["chat"])
+    >>> backend = RedisBackend("redis://localhost:6379/0")
     >>> backend.running
     False
 
     Use it as an async context manager in the task (usually the app's
     lifespan) that owns it, on the event loop of the hubs that listen::
 
-        backend = RedisBackend(url, topics=["chat"])
+        backend = RedisBackend(url)
         hub = Hub(backend)
 
         @contextlib.asynccontextmanager
@@ -419,17 +436,17 @@ class RedisBackend:
             async with backend:
                 yield
 
-    Entering it opens the Redis client and a task group, and starts a
-    reader for each of ``topics``; leaving it cancels the readers and closes
-    the client.  A topic not listed gets its reader when a subscriber
-    resumes on it (:meth:`replay`) or on :meth:`watch`; a subscriber
-    without a ``Last-Event-ID`` on a topic that has no reader receives
-    nothing, so list every topic the process serves, or call :meth:`watch`.
+    Entering it opens the Redis client and a task group, starts the reader
+    and the flusher, and watches each of ``topics``; leaving it cancels both
+    and closes the client.  A topic not listed is watched when a hub's
+    subscriber first joins it (the hub calls :meth:`watch`), when a
+    subscriber resumes on it (:meth:`replay`) or on :meth:`watch`.
 
     Args:
         url: where Redis is (``redis://[:password@]host:port/db``,
             ``rediss://`` for TLS, ``unix://path``).
-        topics: topics whose readers start when the backend is entered.
+        topics: topics watched as soon as the backend is entered (optional:
+            a hub watches a topic on its first subscriber).
         prefix: prepended to a topic to name its stream.
         max_events: events kept per topic (``XADD MAXLEN``); ``None`` to
             bound by ``max_age`` instead.
@@ -445,8 +462,8 @@ class RedisBackend:
         read_count: most entries one ``XREAD`` returns.
         reconnect_delay: first and longest pause of the reader's
             exponential backoff after a failure, in seconds (jittered).
-        max_connections: size of the client's connection pool; each reader
-            holds one connection while it waits.
+        max_connections: size of the client's connection pool; the reader
+            holds one connection while it waits, the flusher one per batch.
 
     Raises:
         ValueError: an argument is out of range, or both or neither
@@ -599,7 +616,7 @@ class RedisBackend:
             # After the tasks are stopped, before the client closes (reverse order).
             stack.push_async_callback(self._drop_wake_key)
             self._task_group = await stack.enter_async_context(anyio.create_task_group())
-            # Readers are cancelled before the client closes (the stack unwinds in reverse).
+            # The tasks are cancelled before the client closes (the stack unwinds in reverse).
             stack.callback(self._stop_readers)
             self._queue.clear()
             self._task_group.start_soon(self._flush, name="sse_sm.redis flusher")
