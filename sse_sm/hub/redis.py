@@ -499,6 +499,7 @@ class RedisBackend:
         "_received",
         "_reconnect_delay",
         "_reconnects",
+        "_sending",
         "_snapshot_digest",
         "_stack",
         "_task_group",
@@ -575,6 +576,8 @@ class RedisBackend:
         self._wake_key = f"{prefix}{{wake}}:{uuid.uuid4().hex}"
         #: Publishes waiting for the flusher, in the order they were issued.
         self._queue: deque[_Job] = deque()
+        #: Whether a batch is on its way to Redis (sent by the flusher or by a lone publisher).
+        self._sending = False
         self._wake_flusher = anyio.Event()
         self._connected = False
         self._published = 0
@@ -619,6 +622,7 @@ class RedisBackend:
             # The tasks are cancelled before the client closes (the stack unwinds in reverse).
             stack.callback(self._stop_readers)
             self._queue.clear()
+            self._sending = False
             self._task_group.start_soon(self._flush, name="sse_sm.redis flusher")
             self._task_group.start_soon(self._read, name="sse_sm.redis reader")
             for topic in self._initial_topics:
@@ -743,8 +747,32 @@ class RedisBackend:
                     "id; publish events without an id"
                 )
             frames.append((event.encode(), event.sep.encode()))
-        self._require_client()
+        client = self._require_client()
         job = _Job(topic, frames)
+        if not self._sending and not self._queue:
+            # Nothing queued or on its way: send it from this task, sparing the
+            # two task switches through the flusher (a busy loop makes each
+            # one long).  Publishes issued meanwhile queue for the flusher,
+            # which waits for this one: one batch in flight keeps the order.
+            self._sending = job.sent = True
+            try:
+                await self._send(client, [job])
+            finally:
+                self._sending = False
+                if self._queue:
+                    self._wake_flusher.set()
+        else:
+            await self._queued(job)
+        if job.error is not None:
+            raise job.error
+        return [
+            self._entry(topic, ident, {_FRAME: frame, _SEP: sep})
+            for ident, (frame, sep) in zip(job.ids, frames, strict=True)
+        ]
+
+    async def _queued(self, job: _Job) -> None:
+        """Queue ``job`` for the flusher and wait until it is answered (or given up unsent)."""
+        topic = job.topic
         self._queue.append(job)
         self._wake_flusher.set()
         try:
@@ -766,12 +794,6 @@ class RedisBackend:
             if not job.sent:
                 job.cancelled = True  # the flusher skips it: nothing stored
             raise
-        if job.error is not None:
-            raise job.error
-        return [
-            self._entry(topic, ident, {_FRAME: frame, _SEP: sep})
-            for ident, (frame, sep) in zip(job.ids, frames, strict=True)
-        ]
 
     async def _flush(self) -> None:
         """The flusher, until cancelled: sends the queued publishes, a batch per round trip.
@@ -790,7 +812,7 @@ class RedisBackend:
             while True:
                 while queue and queue[0].cancelled:
                     queue.popleft()
-                if not queue:
+                if not queue or self._sending:  # a publisher sends its own: wait for it
                     self._wake_flusher = anyio.Event()
                     await self._wake_flusher.wait()
                     continue
@@ -809,7 +831,11 @@ class RedisBackend:
                         entries += len(job.frames)
                         size += job.size
                     queue.popleft()
-                await self._send(client, batch)
+                self._sending = True
+                try:
+                    await self._send(client, batch)
+                finally:
+                    self._sending = False
         finally:
             stopped = RuntimeError("the RedisBackend stopped before this publish was sent")
             while queue:
