@@ -41,6 +41,11 @@ Invariants:
 * **One event loop.**  Only the fan-out and the consumer touch a buffer, and
   neither suspends while doing so, so no lock guards a buffer.  Publishers of
   one topic that have to wait queue in order behind one ``anyio.Lock``.
+
+Why one module of this length: it is the hub's public surface (subscribe,
+publish, publish_many, the thread entry, close, statistics), most of it
+docstrings that state each method's contract; the machinery behind it
+already lives in ``_fanout``, ``_buffers`` and ``_subscription``.
 """
 
 from __future__ import annotations
