@@ -294,3 +294,44 @@ async def test_a_cancelled_publisher_loses_and_duplicates_nothing_of_the_others(
     assert set(results) == {"queued 1", "queued 3"}
     assert results["queued 1"] == entries[2][0]
     assert results["queued 3"] == entries[3][0]
+
+
+async def test_a_publish_queued_too_long_gives_up_unsent_and_is_not_stored(
+    redis: RedisServer,
+) -> None:
+    """Redis paused: one batch times out, the next holds 512; the rest give up unsent.
+
+    Every publisher is answered within about two ``command_timeout``\\ s, and
+    the ones told "not stored" are indeed not in the stream.
+    """
+    outcomes: dict[int, str | BaseException] = {}
+
+    async def publisher(hub: object, i: int) -> None:
+        try:
+            outcomes[i] = await hub.publish("t", f"m{i}")  # type: ignore[attr-defined]
+        except RedisUnavailableError as exc:
+            outcomes[i] = exc
+
+    with anyio.fail_after(WAIT):
+        async with raw(redis.url) as client, process(redis.url, command_timeout=0.5) as hub:
+            await hub.publish("t", "first")
+            await client.client_pause(10_000, PureToken.WRITE)
+            try:
+                async with anyio.create_task_group() as publishing:
+                    publishing.start_soon(publisher, hub, 0)  # sent at once, held by Redis
+                    await anyio.sleep(0.05)
+                    for i in range(1, 601):
+                        publishing.start_soon(publisher, hub, i)
+            finally:
+                await client.client_unpause()
+        async with raw(redis.url) as client:
+            stored = {d for _, d, _ in await stream(client, "t")}
+    unsent = [
+        i
+        for i, outcome in outcomes.items()
+        if isinstance(outcome, RedisUnavailableError) and "not stored" in str(outcome)
+    ]
+    assert len(outcomes) == 601
+    assert all(not isinstance(outcome, str) for outcome in outcomes.values())
+    assert len(unsent) >= 600 - 512
+    assert not stored & {f"m{i}" for i in unsent}
