@@ -688,8 +688,9 @@ class RedisBackend:
         Redis share the next round trip (one script call), in the order they
         were issued; each still gets its own id or its own error.  Safe to
         cancel: cancelled before its batch was sent, it was not stored;
-        after, it may or may not have been, as after a timeout.  Either way
-        the other publishes of its batch are unaffected.
+        after, it may or may not have been, as after a timeout (and, sent
+        alone from its own task, it may then land after publishes issued
+        later).  Either way the other publishes of its batch are unaffected.
 
         Raises:
             ValueError: the event has an ``id``: Redis assigns ids here.
