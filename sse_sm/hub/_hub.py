@@ -197,9 +197,11 @@ class Hub:
         >>> async def ticker(request):  # doctest: +SKIP
         ...     return EventSourceResponse(hub.subscribe("ticker", request))
 
-        Nothing happens until it is first iterated: then it joins the topic,
-        and if the client gave a last event id, yields the gap signal (if
-        any) and the replayed events before the live ones.
+        Nothing happens until it is first iterated: then it asks the backend
+        to watch the topic if the backend has ``watch`` (the Redis backend:
+        so a topic needs no listing in advance), joins the topic, and if the
+        client gave a last event id, yields the gap signal (if any) and the
+        replayed events before the live ones.
 
         Args:
             topic: the topic's name.
