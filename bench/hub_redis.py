@@ -2,9 +2,13 @@
 
 What is measured, per event loop (asyncio, trio) and backend:
 
-* **throughput**: a publisher awaits ``hub.publish`` for ``burst`` events
-  back to back; one subscriber reads every one.  Events delivered per
-  second, from the first publish to the last delivery.
+* **throughput**: ``burst`` events published, one subscriber reads every
+  one.  Events delivered per second, from the first publish to the last
+  delivery.  How they are published is the row's *mode*: ``serial``, one
+  task awaiting ``hub.publish`` back to back; ``concurrent``, ``PUBLISHERS``
+  tasks doing so at once (the Redis backend sends what they issue together
+  in one round trip); ``many``, ``hub.publish_many`` of ``MANY`` events at a
+  time.
 * **latency**: then ``paced`` events, one every 2 ms (so nothing queues);
   publish-to-delivery time of each, median and p99.  Times are
   ``time.monotonic_ns()``, one clock for every process of the machine.
@@ -45,6 +49,9 @@ __all__ = ("main",)
 LOOPS: Final = ("asyncio", "trio")
 BACKENDS: Final = ("memory", "redis")
 PACE: Final = 0.002
+MODES: Final = ("serial", "concurrent", "many")
+PUBLISHERS: Final = 16
+MANY: Final = 100
 WORKER_LIMIT: Final = 120.0
 ROOT: Final = Path(__file__).resolve().parent.parent
 
@@ -56,9 +63,23 @@ def _payload(phase: str, index: int) -> str:
     return f"{phase} {index} {time.monotonic_ns()}"
 
 
-async def _publish(hub: Any, burst: int, paced: int) -> None:
-    for index in range(burst):
-        await hub.publish("bench", _payload("b", index))
+async def _publish(hub: Any, burst: int, paced: int, mode: str = "serial") -> None:
+    if mode == "serial":
+        for index in range(burst):
+            await hub.publish("bench", _payload("b", index))
+    elif mode == "many":
+        for start in range(0, burst, MANY):
+            stop = min(start + MANY, burst)
+            await hub.publish_many("bench", [_payload("b", i) for i in range(start, stop)])
+    else:
+
+        async def publisher(first: int) -> None:
+            for index in range(first, burst, PUBLISHERS):
+                await hub.publish("bench", _payload("b", index))
+
+        async with anyio.create_task_group() as tasks:
+            for first in range(PUBLISHERS):
+                tasks.start_soon(publisher, first)
     for index in range(paced):
         await anyio.sleep(PACE)
         await hub.publish("bench", _payload("p", index))
@@ -72,10 +93,10 @@ async def _subscribe(subscription: Any, burst: int, paced: int) -> dict[str, Any
     async for frame in subscription:
         now = time.monotonic_ns()
         data = frame.split(b"data: ", 1)[1].split(b"\r\n", 1)[0].decode()
-        phase, index, sent = data.split()
+        phase, _index, sent = data.split()
         if phase == "b":
-            if index == "0":
-                first_sent = int(sent)
+            # Concurrent publishers: the first one sent need not arrive first.
+            first_sent = int(sent) if not first_sent else min(first_sent, int(sent))
             last_burst = now
         else:
             latencies.append(now - int(sent))
@@ -97,7 +118,7 @@ async def _joined(hub: Any) -> None:
         await anyio.sleep(0.001)
 
 
-async def _memory(burst: int, paced: int) -> dict[str, Any]:
+async def _memory(burst: int, paced: int, mode: str) -> dict[str, Any]:
     from sse_sm import Hub, SlowConsumerPolicy
 
     hub = Hub(policy=SlowConsumerPolicy.BLOCK, block_timeout=None)
@@ -110,7 +131,7 @@ async def _memory(burst: int, paced: int) -> dict[str, Any]:
     async with anyio.create_task_group() as tasks:
         tasks.start_soon(read)
         await _joined(hub)
-        await _publish(hub, burst, paced)
+        await _publish(hub, burst, paced, mode)
     return result
 
 
@@ -133,24 +154,25 @@ async def _redis_subscriber(url: str, burst: int, paced: int) -> dict[str, Any]:
         return result
 
 
-async def _redis_publisher(url: str, burst: int, paced: int) -> dict[str, Any]:
+async def _redis_publisher(url: str, burst: int, paced: int, mode: str) -> dict[str, Any]:
     from sse_sm import Hub
     from sse_sm.redis import RedisBackend
 
     async with RedisBackend(url, max_events=burst + paced) as backend:
-        await _publish(Hub(backend), burst, paced)
+        await _publish(Hub(backend), burst, paced, mode)
     return {}
 
 
 def _worker(spec: dict[str, Any]) -> None:
     role, loop = spec["role"], spec["loop"]
     burst, paced, url = spec["burst"], spec["paced"], spec.get("url", "")
+    mode = spec.get("mode", "serial")
     if role == "memory":
-        result = anyio.run(_memory, burst, paced, backend=loop)
+        result = anyio.run(_memory, burst, paced, mode, backend=loop)
     elif role == "subscriber":
         result = anyio.run(_redis_subscriber, url, burst, paced, backend=loop)
     else:
-        result = anyio.run(_redis_publisher, url, burst, paced, backend=loop)
+        result = anyio.run(_redis_publisher, url, burst, paced, mode, backend=loop)
     print(json.dumps(result), flush=True)
 
 
@@ -186,8 +208,10 @@ def _kill(process: subprocess.Popen[Any]) -> None:
         process.wait(timeout=10)
 
 
-def _measure(loop: str, backend: str, burst: int, paced: int, url: str) -> dict[str, Any]:
-    spec = {"loop": loop, "burst": burst, "paced": paced, "url": url}
+def _measure(
+    loop: str, backend: str, burst: int, paced: int, url: str, mode: str
+) -> dict[str, Any]:
+    spec = {"loop": loop, "burst": burst, "paced": paced, "url": url, "mode": mode}
     if backend == "memory":
         return _finish(_spawn({**spec, "role": "memory"}))
     subscriber = _spawn({**spec, "role": "subscriber"})
@@ -214,32 +238,41 @@ def _format(value: float, unit: str) -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.hub_redis", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="fewer events and repetitions")
+    parser.add_argument(
+        "--mode",
+        action="append",
+        choices=MODES,
+        help=f"how the burst is published (repeatable; default: all of {', '.join(MODES)})",
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
         _worker(json.loads(args.worker))
         return
     burst, paced, reps = (2_000, 200, 2) if args.quick else (20_000, 1_000, 5)
-    results: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    modes = args.mode or list(MODES)
+    results: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
     if shutil.which("redis-server") is None:
         sys.exit("no redis-server: bash scripts/install_redis.sh")
     with running_redis() as url:
         for rep in range(reps):
-            for loop in LOOPS:
-                for backend in BACKENDS:
-                    print(f"rep {rep + 1}/{reps}: {loop} {backend}", file=sys.stderr)
-                    result = _measure(loop, backend, burst, paced, url)
-                    results.setdefault((loop, backend), []).append(result)
+            for mode in modes:
+                for loop in LOOPS:
+                    for backend in BACKENDS:
+                        print(f"rep {rep + 1}/{reps}: {mode} {loop} {backend}", file=sys.stderr)
+                        result = _measure(loop, backend, burst, paced, url, mode)
+                        results.setdefault((mode, loop, backend), []).append(result)
     print(f"burst {burst:,} events, then {paced:,} paced every {PACE * 1e3:.0f} ms; ", end="")
     print(f"medians of {reps} repetitions; Python {sys.version.split()[0]}\n")
-    print("| loop | backend | delivered (burst) | latency median | latency p99 |")
-    print("|---|---|---:|---:|---:|")
-    for (loop, backend), runs in results.items():
+    print(f"concurrent: {PUBLISHERS} publishing tasks; many: publish_many of {MANY}\n")
+    print("| mode | loop | backend | delivered (burst) | latency median | latency p99 |")
+    print("|---|---|---|---:|---:|---:|")
+    for (mode, loop, backend), runs in results.items():
         rate = statistics.median(run["rate"] for run in runs)
         median = statistics.median(run["median_us"] for run in runs)
         p99 = statistics.median(run["p99_us"] for run in runs)
         print(
-            f"| {loop} | {backend} | {_format(rate, '/s')} | {_format(median, 'us')} "
+            f"| {mode} | {loop} | {backend} | {_format(rate, '/s')} | {_format(median, 'us')} "
             f"| {_format(p99, 'us')} |"
         )
 

@@ -30,7 +30,7 @@ Invariants of the contract (:class:`HubBackend`):
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Generic, Protocol, TypeVar, final
 
 from .._events import ServerSentEvent
@@ -60,6 +60,19 @@ class HubBackend(Protocol):
     registers its hole signal there when the method exists, and each live
     subscriber of the topic then yields one ``sse_sm.gap`` event at the place
     of the hole, as after a lossy resume.
+
+    Two more methods are optional too, and used when present:
+
+    * ``async publish_many(topic, events: Sequence[ServerSentEvent]) ->
+      list[Entry]``: store several events of one topic in one call (one
+      round trip), in order, and return their entries in order;
+      :meth:`Hub.publish_many <sse_sm.Hub.publish_many>` publishes one at a
+      time without it.
+    * ``async watch(topic) -> None``: start carrying ``topic``'s entries to
+      this process's listeners, from now on; the hub calls it when a
+      subscriber first joins the topic and waits for it before the
+      subscriber is live, so nothing published after that is missed.
+      Idempotent, and cheap once the topic is watched.
     """
 
     async def publish(self, topic: str, event: ServerSentEvent) -> Entry:
@@ -149,6 +162,39 @@ class MemoryBackend:
         for listener in self._listeners.current:
             listener(entry)
         return entry
+
+    async def publish_many(self, topic: str, events: Sequence[ServerSentEvent]) -> list[Entry]:
+        """Store the events of ``topic`` in order, then fan each out; never suspends.
+
+        Each append is all or nothing (see
+        :meth:`~sse_sm.MemoryReplayStore.append_nowait`).  Only a failing
+        ``clock`` or ``new_epoch`` can make one raise; then the events before
+        it stay stored and are fanned out before the error propagates, so
+        what is stored is always what was delivered.
+
+        Raises:
+            TypeError: ``events`` is not a sequence of ``ServerSentEvent``;
+                the message names the bad item (``events[3]``).
+        """
+        if isinstance(events, (str, bytes)) or not isinstance(events, Sequence):
+            raise TypeError(
+                f"events must be a sequence of ServerSentEvent, got {type(events).__name__}"
+            )
+        for index, event in enumerate(events):
+            if not isinstance(event, ServerSentEvent):
+                raise TypeError(
+                    f"events[{index}] must be a ServerSentEvent, got {type(event).__name__}"
+                )
+        entries: list[Entry] = []
+        try:
+            for event in events:
+                entries.append(self.store.append_nowait(topic, event))
+        finally:
+            listeners = self._listeners.current
+            for entry in entries:
+                for listener in listeners:
+                    listener(entry)
+        return entries
 
     async def replay(self, topic: str, last_event_id: str) -> Replay:
         """Never suspends, so no event can be published between a replay and going live."""

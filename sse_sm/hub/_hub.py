@@ -41,13 +41,18 @@ Invariants:
 * **One event loop.**  Only the fan-out and the consumer touch a buffer, and
   neither suspends while doing so, so no lock guards a buffer.  Publishers of
   one topic that have to wait queue in order behind one ``anyio.Lock``.
+
+Why one module of this length: it is the hub's public surface (subscribe,
+publish, publish_many, the thread entry, close, statistics), most of it
+docstrings that state each method's contract; the machinery behind it
+already lives in ``_fanout``, ``_buffers`` and ``_subscription``.
 """
 
 from __future__ import annotations
 
 import threading
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from types import MappingProxyType, TracebackType
 from typing import Any, Final, final
 
@@ -198,9 +203,11 @@ class Hub:
         >>> async def ticker(request):  # doctest: +SKIP
         ...     return EventSourceResponse(hub.subscribe("ticker", request))
 
-        Nothing happens until it is first iterated: then it joins the topic,
-        and if the client gave a last event id, yields the gap signal (if
-        any) and the replayed events before the live ones.
+        Nothing happens until it is first iterated: then it asks the backend
+        to watch the topic if the backend has ``watch`` (the Redis backend:
+        so a topic needs no listing in advance), joins the topic, and if the
+        client gave a last event id, yields the gap signal (if any) and the
+        replayed events before the live ones.
 
         Args:
             topic: the topic's name.
@@ -291,6 +298,70 @@ class Hub:
             self._budget = FAIRNESS_EVENTS
             self._yield_at = fanout.clock() + FAIRNESS_SLICE
         return entry.id
+
+    async def publish_many(self, topic: str, items: Iterable[object]) -> list[str]:
+        """Store several items as events of ``topic``, in order; their ids, in order.
+
+        Each item is what :meth:`publish` accepts.  Every item is turned
+        into an event before any is stored, so an item that cannot be one
+        stores nothing.  The backend stores them in one call when it can
+        (``publish_many`` of :class:`~sse_sm.MemoryBackend` and of the Redis
+        backend: one round trip); another backend, or a topic with a
+        ``BLOCK`` subscriber (each event waits for room on its own), gets
+        them one :meth:`publish` at a time.  Yields to the loop at least once
+        per call, and at least every 2 ms as :meth:`publish` does.
+
+        If it raises once the backend was called, the events before the
+        failing one may be stored (and delivered): the memory backend fails
+        only with a failing clock or epoch function, the Redis backend only
+        when Redis refuses a write half-way (its error says how many were
+        stored; see ``RedisBackend.publish_many``), and one at a time, the
+        events before a failing publish stay stored.  None is ever stored
+        twice or out of order.
+
+        Raises:
+            anyio.ClosedResourceError: the hub is closed.
+            TypeError: ``items`` is a ``str``, ``bytes`` or mapping (one
+                item, not several) or not iterable.
+            TypeError, ValueError: an item cannot be an event; the message
+                starts with its place (``items[3]:``) and the field at fault.
+        """
+        fanout = self._fanout
+        if fanout.closed:
+            raise anyio.ClosedResourceError
+        if not isinstance(topic, str):
+            raise TypeError(f"topic must be a str, got {type(topic).__name__}")
+        if isinstance(items, (str, bytes, bytearray, memoryview, Mapping)) or not isinstance(
+            items, Iterable
+        ):
+            raise TypeError(f"items must be an iterable of items, got {type(items).__name__}")
+        events: list[ServerSentEvent] = []
+        for index, item in enumerate(items):
+            try:
+                events.append(_as_event(item, self._sep))
+            except (TypeError, ValueError) as exc:
+                raise type(exc)(f"items[{index}]: {exc}") from exc
+        if fanout.token is None:
+            fanout.bind()
+        hub_topic = fanout.topics.get(topic)
+        many = getattr(self._backend, "publish_many", None)
+        if (
+            many is None
+            or not events
+            or (hub_topic is not None and any(s.blocks for s in hub_topic.subscribers))
+        ):
+            ids = [await self.publish(topic, event) for event in events]
+            await anyio.lowlevel.checkpoint()
+            return ids
+        entries: list[Entry] = await many(topic, events)
+        if hub_topic is not None:
+            hub_topic.published += len(entries)
+        self._published += len(entries)
+        self._budget -= len(entries)
+        await anyio.lowlevel.checkpoint()
+        self._budget = FAIRNESS_EVENTS
+        self._yield_at = fanout.clock() + FAIRNESS_SLICE
+        return [entry.id for entry in entries]
 
     async def _publish_when_room(self, topic: TopicState, event: ServerSentEvent) -> Entry:
         fanout = self._fanout

@@ -250,6 +250,16 @@ class Subscription:
         if fanout.closed:
             self._closed = True
             return
+        # A backend that reads only the topics it watches (Redis) starts on the
+        # first subscriber.  Watched before joining, with no checkpoint between
+        # the two, so whatever is stored after this join reaches it; cancelled
+        # here, the subscription has not joined and the next read starts again.
+        watch = getattr(self._backend, "watch", None)
+        if watch is not None:
+            await watch(self.topic)
+            if fanout.closed:
+                self._closed = True
+                return
         state = fanout.join(self.topic, self._policy, self._size)
         self._state = state
         # Collected while joined: the fan-out lets go of it on its loop.

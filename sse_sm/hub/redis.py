@@ -1,6 +1,6 @@
 """A hub backend on Redis Streams, for hubs in several processes: ``pip install sse_sm[redis]``.
 
->>> backend = RedisBackend("redis://localhost:6379/0", topics=["chat"])  # doctest: +SKIP
+>>> backend = RedisBackend("redis://localhost:6379/0")  # doctest: +SKIP
 >>> hub = Hub(backend)  # doctest: +SKIP
 >>> async with backend:  # in the app's lifespan  # doctest: +SKIP
 ...     await hub.publish("chat", "hello")
@@ -12,15 +12,19 @@ imports it, and a missing extra fails here, at the import that asks for it.
 Theory of operation
 -------------------
 Each topic is one stream, ``<prefix><topic>``.  :meth:`RedisBackend.publish`
-is one script around ``XADD`` (with the retention bound) that also stores the
-entry's number in the stream (``n``: ``entries-added`` after it, Redis 7);
-the stream id Redis assigns, ``<ms>-<seq>``, is the event's SSE id, and its
-position is the same pair as one integer, ``ms << 64 | seq``, so positions
-increase with ids.  Every process runs one reader task per topic it serves:
-``XREAD BLOCK`` after the last id it has seen, a hole signalled wherever an
-entry's number is not the next one, and the hubs' listeners (their fan-out)
-called with every entry, in stream order, on the loop the backend was
-entered on.  Where numbers cannot tell (another writer's entries, a stream
+queues the event for the backend's flusher task, which sends every queued
+publish in one script call around ``XADD`` (with the retention bound) that
+also stores each entry's number in its stream (``n``: ``entries-added``
+after it, Redis 7), so publishes issued together share a round trip; each
+publisher gets its own id or its own error.  The stream id Redis assigns,
+``<ms>-<seq>``, is the event's SSE id, and its position is the same pair as
+one integer, ``ms << 64 | seq``, so positions increase with ids.  Every
+process runs one reader task for all the topics it watches (listed, or
+watched when a hub's subscriber first joins one): one ``XREAD BLOCK`` over
+all of them, after the last id it has seen in each, a hole signalled
+wherever an entry's number is not the next one, and the hubs' listeners
+(their fan-out) called with every entry, in stream order per topic, on the
+loop the backend was entered on.  Where numbers cannot tell (another writer's entries, a stream
 that vanished or went back, the first read), it reads through a script that
 returns the entries and the stream's counters (``XINFO STREAM``) atomically.
 A process's own publishes reach its subscribers the same way, through its
@@ -28,12 +32,19 @@ reader, so there is exactly one delivery path and one order.
 
 Invariants:
 
-* **Owned, structured tasks.**  The reader tasks live in a task group that
-  ``async with backend:`` opens and closes; nothing runs before it is entered
-  or after it exits (readers are cancelled, their connections closed).
-* **No hole after a reconnect.**  A reader keeps the id of the last entry it
-  delivered and asks for what follows it after any error, so an entry stored
-  while it was disconnected is delivered once it reconnects.
+* **Owned, structured tasks.**  The reader and the flusher live in a task
+  group that ``async with backend:`` opens and closes; nothing runs before
+  it is entered or after it exits (both are cancelled, the connections
+  closed, publishes still queued failed).
+* **Per topic, in order, once.**  The flusher sends one batch at a time, its
+  entries in the order they were queued, in one atomic script; a publish
+  whose topic's earlier entry in the batch failed is not attempted, and one
+  cancelled before its batch was sent is skipped.  Every publisher is
+  answered: by its batch, by its own deadline while still queued, or when
+  the backend stops.
+* **No hole after a reconnect.**  The reader keeps, per topic, the id of the
+  last entry it delivered and asks for what follows it after any error, so
+  an entry stored while it was disconnected is delivered once it reconnects.
 * **No silent hole** (Redis 7 and newer).  Entries the reader can no longer
   read (trimmed by the retention before it got to them, lost with a stream
   that was deleted, replaced or not persisted across a restart) reach the
@@ -43,14 +54,20 @@ Invariants:
   are numbered densely (``entries-added``), and Redis trims from the oldest
   entry, so when the oldest entry held is after the last one read, the
   missing ones are that count's growth less what is held.
-* **A reader never dies.**  Redis failures, malformed replies, foreign or
+* **The reader never dies.**  Redis failures, malformed replies, foreign or
   malformed entries and listeners that raise are logged (a failure once per
-  run of failures) and skipped or retried with backoff; only cancellation
-  ends a reader.
-* **Fair.**  A reader hands the loop back every ``FAIRNESS_SLICE`` seconds
+  topic and run of failures) and skipped or retried with that topic's own
+  backoff, so one topic's trouble does not hold up the others; only
+  cancellation ends the reader.
+* **Fair.**  The reader hands the loop back every ``FAIRNESS_SLICE`` seconds
   or ``FAIRNESS_EVENTS`` entries while it delivers, as ``Hub.publish`` does.
-* **No hole between replay and live.**  A topic's reader is started (from
-  the stream's newest id) before the replay is read, and the replay's
+* **No hole after a watch.**  :meth:`RedisBackend.watch` returns once the
+  topic's starting id is fixed; the hub's subscription joins right after it
+  (no checkpoint between), so it gets every entry stored after it joined.
+  A watch wakes the blocked ``XREAD`` (an entry in the backend's own wake
+  stream) so the next one includes the new key.
+* **No hole between replay and live.**  A topic is watched (from the
+  stream's newest id) before the replay is read, and the replay's
   ``head`` is the position of its last entry, so the hub drops what both give.
 * **Bounded waits.**  Every command runs under a deadline: a publish that
   Redis does not answer raises :class:`RedisUnavailableError` after
@@ -69,6 +86,8 @@ import logging
 import random
 import re
 import time
+import uuid
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
@@ -84,6 +103,7 @@ try:
     import coredis.exceptions
     from coredis.response.types import StreamEntry
     from coredis.retry import NoRetryPolicy
+    from coredis.tokens import PureToken
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError("sse_sm.redis needs coredis: pip install 'sse_sm[redis]'") from exc
 
@@ -136,27 +156,94 @@ return {
 """
 
 
+#: How long a process's wake stream outlives its last use (a crashed process's goes away).
+_WAKE_TTL_MS: Final = 60_000
+
 #: Seconds between two warnings about foreign entries in one stream.
 _WARN_EVERY: Final = 60.0
 
 
-#: XADD with the entry's number: KEYS[1]; ARGV: MAXLEN or MINID, = or ~, the
-#: threshold, the frame, the separator.  Atomic, so the number is exact.
+#: XADD of a batch of entries, each with its number: KEYS are the batch's
+#: streams; ARGV[1..3]: MAXLEN or MINID, = or ~, the threshold; then three
+#: per entry: its key's index in KEYS, the frame, the separator.  Returns one
+#: string per entry, in order: its stream id, or ``!`` and the error that
+#: kept it out.  Entries are added in order, and once one entry of a stream
+#: fails, the later ones of that stream are not attempted (a publish never
+#: lands after an earlier one of its topic failed).  Atomic: the numbers are
+#: exact, and no other client's entry falls between two of one batch.
 _PUBLISH: Final = """
-local fields = {'f', ARGV[4], 's', ARGV[5]}
-if redis.REDIS_VERSION_NUM ~= nil and redis.REDIS_VERSION_NUM >= 0x070000 then
-  local n = 1
-  if redis.call('TYPE', KEYS[1])['ok'] == 'stream' then
-    local info = redis.call('XINFO', 'STREAM', KEYS[1])
-    for i = 1, #info, 2 do
-      if info[i] == 'entries-added' then n = info[i + 1] + 1 end
+local numbered = redis.REDIS_VERSION_NUM ~= nil and redis.REDIS_VERSION_NUM >= 0x070000
+local count = {}
+local failed = {}
+local out = {}
+for i = 4, #ARGV, 3 do
+  local k = tonumber(ARGV[i])
+  local key = KEYS[k]
+  if count[k] == nil and failed[k] == nil then
+    local kind = redis.call('TYPE', key)['ok']
+    if kind == 'none' then
+      count[k] = 0
+    elseif kind == 'stream' then
+      count[k] = 0
+      if numbered then
+        local info = redis.call('XINFO', 'STREAM', key)
+        for j = 1, #info, 2 do
+          if info[j] == 'entries-added' then count[k] = info[j + 1] end
+        end
+      end
+    else
+      failed[k] = 'WRONGTYPE the key ' .. key .. ' holds a ' .. kind .. ', not a stream'
     end
   end
-  fields[5] = 'n'
-  fields[6] = tostring(n)
+  if failed[k] ~= nil then
+    out[#out + 1] = '!' .. failed[k]
+  else
+    local fields = {'f', ARGV[i + 1], 's', ARGV[i + 2]}
+    if numbered then
+      fields[5] = 'n'
+      fields[6] = tostring(count[k] + 1)
+    end
+    local id = redis.pcall('XADD', key, ARGV[1], ARGV[2], ARGV[3], '*', unpack(fields))
+    if type(id) == 'table' and id.err then
+      failed[k] = id.err
+      out[#out + 1] = '!' .. id.err
+    else
+      count[k] = count[k] + 1
+      out[#out + 1] = id
+    end
+  end
 end
-return redis.call('XADD', KEYS[1], ARGV[1], ARGV[2], ARGV[3], '*', unpack(fields))
+return out
 """
+
+#: Most entries, and most bytes of frames, one batch sends (a bigger publish goes alone).
+_BATCH_ENTRIES: Final = 512
+_BATCH_BYTES: Final = 1 << 20
+
+
+@final
+class _Job:
+    """One publish (or ``publish_many``) waiting in the queue: its entries land together."""
+
+    __slots__ = ("cancelled", "done", "error", "frames", "ids", "sent", "size", "topic")
+
+    def __init__(self, topic: str, frames: list[tuple[bytes, bytes]]) -> None:
+        self.topic = topic
+        #: ``(frame, separator)`` of each event, in order.
+        self.frames = frames
+        self.size = sum(len(frame) for frame, _ in frames)
+        #: Set when the flusher took it: from then on its outcome is Redis's.
+        self.sent = False
+        #: Set by a publisher that stopped waiting before it was sent: skipped.
+        self.cancelled = False
+        self.ids: list[bytes] = []
+        self.error: BaseException | None = None
+        self.done = anyio.Event()
+
+    def fail(self, error: BaseException) -> None:
+        if not self.done.is_set():
+            self.error = error
+            self.done.set()
 
 
 class _MalformedReplyError(ValueError):
@@ -184,6 +271,13 @@ class _Cursor:
     #: Foreign entries skipped and not yet logged, and when they last were.
     skipped: int = 0
     warned_at: float = float("-inf")
+    #: Whether the next round is a snapshot (see ``RedisBackend._read``).
+    snapshot: bool = True
+    #: Failures in a row, the last one logged, the backoff, and when to try again.
+    failures: int = 0
+    logged: str | None = None
+    delay: float = 0.0
+    retry_at: float = 0.0
 
 
 @final
@@ -331,14 +425,14 @@ def _describe(exc: BaseException) -> str:
 class RedisBackend:
     """Stores events in Redis Streams and carries them to the hubs of every process.
 
-    >>> backend = RedisBackend("redis://localhost:6379/0", topics=["chat"])
+    >>> backend = RedisBackend("redis://localhost:6379/0")
     >>> backend.running
     False
 
     Use it as an async context manager in the task (usually the app's
     lifespan) that owns it, on the event loop of the hubs that listen::
 
-        backend = RedisBackend(url, topics=["chat"])
+        backend = RedisBackend(url)
         hub = Hub(backend)
 
         @contextlib.asynccontextmanager
@@ -346,17 +440,17 @@ class RedisBackend:
             async with backend:
                 yield
 
-    Entering it opens the Redis client and a task group, and starts a
-    reader for each of ``topics``; leaving it cancels the readers and closes
-    the client.  A topic not listed gets its reader when a subscriber
-    resumes on it (:meth:`replay`) or on :meth:`watch`; a subscriber
-    without a ``Last-Event-ID`` on a topic that has no reader receives
-    nothing, so list every topic the process serves, or call :meth:`watch`.
+    Entering it opens the Redis client and a task group, starts the reader
+    and the flusher, and watches each of ``topics``; leaving it cancels both
+    and closes the client.  A topic not listed is watched when a hub's
+    subscriber first joins it (the hub calls :meth:`watch`), when a
+    subscriber resumes on it (:meth:`replay`) or on :meth:`watch`.
 
     Args:
         url: where Redis is (``redis://[:password@]host:port/db``,
             ``rediss://`` for TLS, ``unix://path``).
-        topics: topics whose readers start when the backend is entered.
+        topics: topics watched as soon as the backend is entered (optional:
+            a hub watches a topic on its first subscriber).
         prefix: prepended to a topic to name its stream.
         max_events: events kept per topic (``XADD MAXLEN``); ``None`` to
             bound by ``max_age`` instead.
@@ -372,8 +466,8 @@ class RedisBackend:
         read_count: most entries one ``XREAD`` returns.
         reconnect_delay: first and longest pause of the reader's
             exponential backoff after a failure, in seconds (jittered).
-        max_connections: size of the client's connection pool; each reader
-            holds one connection while it waits.
+        max_connections: size of the client's connection pool; the reader
+            holds one connection while it waits, the flusher one per batch.
 
     Raises:
         ValueError: an argument is out of range, or both or neither
@@ -381,9 +475,11 @@ class RedisBackend:
     """
 
     __slots__ = (
+        "_blocked",
         "_client",
         "_command_timeout",
         "_connected",
+        "_cursors",
         "_errors",
         "_exact",
         "_foreign",
@@ -401,16 +497,21 @@ class RedisBackend:
         "_publish_digest",
         "_publish_failures",
         "_published",
+        "_queue",
         "_read_block",
         "_read_count",
         "_readers",
         "_received",
         "_reconnect_delay",
         "_reconnects",
+        "_sending",
         "_snapshot_digest",
         "_stack",
         "_task_group",
+        "_topics_changed",
         "_url",
+        "_wake_flusher",
+        "_wake_key",
         "_warned_old_redis",
     )
 
@@ -469,7 +570,20 @@ class RedisBackend:
         self._task_group: anyio.abc.TaskGroup | None = None
         self._stack: AsyncExitStack | None = None
         #: Topics with a reader (or one starting), in the order they were watched.
-        self._readers: dict[str, None] = {}
+        #: Topics watched (or being watched: the event is set once positioned), in order.
+        self._readers: dict[str, anyio.Event] = {}
+        #: Where the reader is in each watched topic.
+        self._cursors: dict[str, _Cursor] = {}
+        #: Whether the reader is in its ``XREAD BLOCK`` (so a new topic must wake it).
+        self._blocked = False
+        self._topics_changed = anyio.Event()
+        #: A stream of this backend's own, read with the topics: an entry there ends the block.
+        self._wake_key = f"{prefix}{{wake}}:{uuid.uuid4().hex}"
+        #: Publishes waiting for the flusher, in the order they were issued.
+        self._queue: deque[_Job] = deque()
+        #: Whether a batch is on its way to Redis (sent by the flusher or by a lone publisher).
+        self._sending = False
+        self._wake_flusher = anyio.Event()
         self._connected = False
         self._published = 0
         self._publish_failures = 0
@@ -508,9 +622,15 @@ class RedisBackend:
                 max_connections=self._max_connections,
             )
             self._client = await stack.enter_async_context(client)
+            # After the tasks are stopped, before the client closes (reverse order).
+            stack.push_async_callback(self._drop_wake_key)
             self._task_group = await stack.enter_async_context(anyio.create_task_group())
-            # Readers are cancelled before the client closes (the stack unwinds in reverse).
+            # The tasks are cancelled before the client closes (the stack unwinds in reverse).
             stack.callback(self._stop_readers)
+            self._queue.clear()
+            self._sending = False
+            self._task_group.start_soon(self._flush, name="sse_sm.redis flusher")
+            self._task_group.start_soon(self._read, name="sse_sm.redis reader")
             for topic in self._initial_topics:
                 await self.watch(topic)
         except BaseException:
@@ -535,6 +655,7 @@ class RedisBackend:
         finally:
             self._client = self._task_group = None
             self._readers.clear()
+            self._cursors.clear()
             self._connected = False
 
     def _stop_readers(self) -> None:
@@ -569,42 +690,218 @@ class RedisBackend:
 
         The entry reaches this process's listeners through its reader, like
         every other process's, shortly after this returns (if the topic is
-        read here).  Safe to cancel: a cancelled publish may or may not have
-        been stored, as after a timeout.
+        read here).  Publishes issued while another batch is on its way to
+        Redis share the next round trip (one script call), in the order they
+        were issued; each still gets its own id or its own error.  Safe to
+        cancel: cancelled before its batch was sent, it was not stored;
+        after, it may or may not have been, as after a timeout (and, sent
+        alone from its own task, it may then land after publishes issued
+        later).  Either way the other publishes of its batch are unaffected.
 
         Raises:
             ValueError: the event has an ``id``: Redis assigns ids here.
-            RedisUnavailableError: Redis failed or did not answer within
-                ``command_timeout`` seconds (then the event may be stored).
+            RedisUnavailableError: Redis failed, refused this entry (a key of
+                another type, say; the message says why) or did not answer
+                within ``command_timeout`` seconds (then the event may be
+                stored).
             RuntimeError: the backend is not running.
         """
-        if event.id is not None:
-            raise ValueError(
-                "the Redis backend gives every event its stream id; publish events without an id"
+        [entry] = await self._publish(topic, (event,), "event")
+        return entry
+
+    async def publish_many(self, topic: str, events: Sequence[ServerSentEvent]) -> list[Entry]:
+        """``XADD`` several events of ``topic`` in one round trip; their entries, in order.
+
+        The events are stored in order, next to each other (no other
+        publish of any process falls between them), in one script call.
+        Redis refuses them together (a key of another type) or, in the rare
+        case that a write fails half-way (Redis out of memory), keeps those
+        before the failure: the error then says how many were stored.
+        Otherwise as :meth:`publish`; an empty ``events`` returns ``[]``
+        without asking Redis.
+
+        Raises:
+            TypeError: ``events`` is not a sequence of ``ServerSentEvent``;
+                the message names the bad item (``events[3]``).
+            ValueError: an event has an ``id``.
+            RedisUnavailableError, RuntimeError: as :meth:`publish`.
+        """
+        if isinstance(events, (str, bytes)) or not isinstance(events, Sequence):
+            raise TypeError(
+                f"events must be a sequence of ServerSentEvent, got {type(events).__name__}"
             )
+        for index, event in enumerate(events):
+            if not isinstance(event, ServerSentEvent):
+                raise TypeError(
+                    f"events[{index}] must be a ServerSentEvent, got {type(event).__name__}"
+                )
+        if not events:
+            self._require_client()
+            return []
+        return await self._publish(topic, events, "events[{}]")
+
+    async def _publish(
+        self, topic: str, events: Sequence[ServerSentEvent], name: str
+    ) -> list[Entry]:
+        """Queue ``events`` as one job for the flusher and wait for its outcome."""
+        if not isinstance(topic, str):
+            raise TypeError(f"topic must be a str, got {type(topic).__name__}")
+        frames: list[tuple[bytes, bytes]] = []
+        for index, event in enumerate(events):
+            if event.id is not None:
+                raise ValueError(
+                    f"{name.format(index)}: the Redis backend gives every event its stream "
+                    "id; publish events without an id"
+                )
+            frames.append((event.encode(), event.sep.encode()))
         client = self._require_client()
-        sep = event.sep
-        fields: dict[bytes, bytes] = {_FRAME: event.encode(), _SEP: sep.encode()}
+        job = _Job(topic, frames)
+        if not self._sending and not self._queue:
+            # Nothing queued or on its way: send it from this task, sparing the
+            # two task switches through the flusher (a busy loop makes each
+            # one long).  Publishes issued meanwhile queue for the flusher,
+            # which waits for this one: one batch in flight keeps the order.
+            self._sending = job.sent = True
+            try:
+                await self._send(client, [job])
+            finally:
+                self._sending = False
+                if self._queue:
+                    self._wake_flusher.set()
+        else:
+            await self._queued(job)
+        if job.error is not None:
+            raise job.error
+        return [
+            self._entry(topic, ident, {_FRAME: frame, _SEP: sep})
+            for ident, (frame, sep) in zip(job.ids, frames, strict=True)
+        ]
+
+    async def _queued(self, job: _Job) -> None:
+        """Queue ``job`` for the flusher and wait until it is answered (or given up unsent)."""
+        topic = job.topic
+        self._queue.append(job)
+        self._wake_flusher.set()
+        try:
+            # Queued too long (Redis slow, a long queue): give up unsent, so nothing was stored.
+            with anyio.move_on_after(self._command_timeout):
+                await job.done.wait()
+            if not job.done.is_set():
+                if not job.sent:
+                    job.cancelled = True
+                    self._publish_failures += 1
+                    raise self._unavailable(
+                        f"publish to {topic!r}",
+                        TimeoutError(),
+                        f"not sent within {self._command_timeout} s (Redis is slow or "
+                        "the queue long); not stored",
+                    )
+                await job.done.wait()  # sent: the flusher answers within its own deadline
+        except BaseException:
+            if not job.sent:
+                job.cancelled = True  # the flusher skips it: nothing stored
+            raise
+
+    async def _flush(self) -> None:
+        """The flusher, until cancelled: sends the queued publishes, a batch per round trip.
+
+        While one batch is on its way, publishes queue; the next batch takes
+        them all (up to ``_BATCH_ENTRIES`` entries or ``_BATCH_BYTES``), in
+        order, so publishes issued together share a round trip and each
+        topic's entries keep the order they were issued in.  Every job it
+        takes is answered (ids or an error) before the next batch goes, and
+        on the way out (cancelled) every job left is failed: no publisher
+        waits forever.
+        """
+        client = self._require_client()
+        queue = self._queue
+        try:
+            while True:
+                while queue and queue[0].cancelled:
+                    queue.popleft()
+                if not queue or self._sending:  # a publisher sends its own: wait for it
+                    self._wake_flusher = anyio.Event()
+                    await self._wake_flusher.wait()
+                    continue
+                batch: list[_Job] = []
+                entries = size = 0
+                while queue:
+                    job = queue[0]
+                    if not job.cancelled:
+                        if batch and (
+                            entries + len(job.frames) > _BATCH_ENTRIES
+                            or size + job.size > _BATCH_BYTES
+                        ):
+                            break
+                        job.sent = True
+                        batch.append(job)
+                        entries += len(job.frames)
+                        size += job.size
+                    queue.popleft()
+                self._sending = True
+                try:
+                    await self._send(client, batch)
+                finally:
+                    self._sending = False
+        finally:
+            stopped = RuntimeError("the RedisBackend stopped before this publish was sent")
+            while queue:
+                queue.popleft().fail(stopped)
+
+    async def _send(self, client: coredis.Redis[bytes], batch: list[_Job]) -> None:
+        """One script call for ``batch``; answers each job with its ids or its error."""
+        keys: dict[str, int] = {}
         if self._max_events is not None:
             trim = ["MAXLEN", self._trim_operator(), str(self._max_events)]
         else:
             assert self._max_age is not None
             horizon = int((time.time() - self._max_age) * 1000)
             trim = ["MINID", self._trim_operator(), f"{max(horizon, 0)}-0"]
-        args: list[str | bytes] = [*trim, fields[_FRAME], fields[_SEP]]
+        args: list[str | bytes] = list(trim)
+        for job in batch:
+            index = keys.setdefault(self._key(job.topic), len(keys) + 1)
+            for frame, sep in job.frames:
+                args += (str(index), frame, sep)
         try:
-            with anyio.fail_after(self._command_timeout):
-                ident = await self._script(
-                    client, "_publish_digest", _PUBLISH, self._key(topic), args
-                )
-            if not isinstance(ident, bytes):
-                raise _MalformedReplyError(f"publish: a stream id expected, got {ident!r:.80}")
-        except (*_UNAVAILABLE, _MalformedReplyError) as exc:
-            self._publish_failures += 1
-            raise self._unavailable(f"publish to {topic!r}", exc) from exc
+            try:
+                with anyio.fail_after(self._command_timeout):
+                    reply = await self._script(
+                        client, "_publish_digest", _PUBLISH, list(keys), args
+                    )
+                results = _publish_results(reply, len(args) // 3 - 1)
+            except (*_UNAVAILABLE, _MalformedReplyError) as exc:
+                self._failed(exc)
+                for job in batch:
+                    self._publish_failures += 1
+                    job.fail(self._unavailable(f"publish to {job.topic!r}", exc, count=False))
+                return
+        except BaseException:
+            outcome = RedisUnavailableError(
+                f"Redis at {self._url}: the backend stopped while this publish was on its "
+                "way; it may or may not be stored"
+            )
+            for job in batch:
+                job.fail(outcome)
+            raise
         self._connected = True
-        self._published += 1
-        return self._entry(topic, ident, fields)
+        position = 0
+        for job in batch:
+            mine = results[position : position + len(job.frames)]
+            position += len(job.frames)
+            errors = [item for item in mine if item.startswith(b"!")]
+            if not errors:
+                self._published += len(mine)
+                job.ids = mine
+                job.done.set()
+                continue
+            stored = len(mine) - len(errors)
+            self._published += stored
+            self._publish_failures += 1
+            reason = _text(errors[0][1:])
+            if stored:
+                reason += f" ({stored} of its {len(mine)} events were stored before it)"
+            refused = coredis.exceptions.ResponseError(reason)
+            job.fail(self._unavailable(f"publish to {job.topic!r}", refused))
 
     async def replay(self, topic: str, last_event_id: str) -> Replay:
         """The events of ``topic`` after ``last_event_id`` (``XRANGE``), or all held and a gap.
@@ -655,35 +952,46 @@ class RedisBackend:
     # ------------------------------------------------------------ readers
 
     async def watch(self, topic: str) -> None:
-        """Start ``topic``'s reader, from the newest entry now, unless it has one.
+        """Read ``topic`` from the newest entry now on, unless it is read already.
 
-        Idempotent.  Returns once the reader's starting id is fixed: every
-        entry stored after this returns reaches the listeners, or a gap
-        does.  The starting id and the stream's count are read together, so
-        the first hole is counted exactly.  When Redis cannot be reached, the
-        reader starts from this process's clock (``<now ms>-0``), with the
-        count unknown until its first read, and retries.
+        Idempotent, and returns at once for a topic already read; a second
+        call while the first is positioning waits for it.  Returns once the
+        topic's starting id is fixed: every entry stored after this returns
+        reaches the listeners, or a gap does.  The starting id and the
+        stream's count are read together, so the first hole is counted
+        exactly.  When Redis cannot be reached, reading starts from this
+        process's clock (``<now ms>-0``), with the count unknown until the
+        first read, and is retried.  The process's one reader reads every
+        watched topic in one ``XREAD``; this wakes it (an entry in a wake
+        stream of its own) so the new topic's entries are not held up until
+        its current block ends.
 
         Raises:
             RuntimeError: the backend is not running.
         """
         if not isinstance(topic, str):
             raise TypeError(f"a topic must be a str, got {type(topic).__name__}")
-        client = self._require_client()
-        task_group = self._task_group
-        assert task_group is not None
-        if topic in self._readers:
-            return
-        self._readers[topic] = None
-        key = self._key(topic)
+        while True:
+            client = self._require_client()
+            starting = self._readers.get(topic)
+            if starting is None:
+                break
+            if starting.is_set():
+                return
+            await starting.wait()  # another call is positioning it; it may have failed
+        ready = self._readers[topic] = anyio.Event()
         cursor = _Cursor()
         try:
             with anyio.fail_after(self._command_timeout):
-                # Its newest id and its count, together: the reader's hole check starts exact.
-                snapshot = await self._snapshot(client, key, "0-0", 0)
+                # Its newest id and its count, together: the hole check starts exact.
+                snapshot = await self._snapshot(client, self._key(topic), "0-0", 0)
         except (*_UNAVAILABLE, _MalformedReplyError) as exc:
             self._failed(exc)
             cursor.last = f"{int(time.time() * 1000)}-0"
+        except BaseException:
+            del self._readers[topic]  # cancelled: not watched, a later call starts again
+            ready.set()
+            raise
         else:
             self._connected = True
             if snapshot.missing:
@@ -692,92 +1000,189 @@ class RedisBackend:
                 cursor.last = "{}-{}".format(*snapshot.last_generated)
                 cursor.index = snapshot.added
                 cursor.seen = True
-        task_group.start_soon(self._read, topic, cursor, name=f"sse_sm.redis reader {topic!r}")
+        self._cursors[topic] = cursor
+        ready.set()
+        self._topics_changed.set()
+        if self._blocked:
+            await self._wake_reader(client)
 
-    async def _read(self, topic: str, cursor: _Cursor) -> None:
-        """The reader of one topic, until cancelled: never raises, never stops on bad data.
+    async def _wake_reader(self, client: coredis.Redis[bytes]) -> None:
+        """End the reader's ``XREAD BLOCK`` now: one entry in its wake stream.
 
-        Each round reads a snapshot (the entries after ``cursor.last`` and the
-        stream's counters, in one atomic script), signals any hole it shows,
-        delivers the entries (handing the loop back every ``FAIRNESS_SLICE``
-        seconds or ``FAIRNESS_EVENTS`` entries), and when it is caught up
-        waits with ``XREAD BLOCK`` for the next entry.  Failures of Redis, of
-        its replies or of a listener are logged and retried with backoff;
-        they never end the task, so its subscribers are never left waiting
-        on a reader that is gone.
+        Best effort: when it fails, the reader takes the new topic up after
+        its block ends (``read_block``), still from its starting id.
+        """
+        try:
+            with anyio.fail_after(self._command_timeout):
+                await client.xadd(
+                    self._wake_key,
+                    {b"w": b""},
+                    trim_strategy=PureToken.MAXLEN,
+                    threshold=1,
+                    trim_operator=PureToken.EQUAL,
+                )
+                await client.pexpire(self._wake_key, _WAKE_TTL_MS)
+        except (*_UNAVAILABLE, _MalformedReplyError) as exc:
+            self._failed(exc)
+
+    async def _drop_wake_key(self) -> None:
+        client = self._client
+        if client is None:
+            return
+        with anyio.move_on_after(self._command_timeout, shield=True):
+            try:
+                await client.delete([self._wake_key])
+            except _UNAVAILABLE:
+                pass  # it expires by itself
+
+    async def _read(self) -> None:
+        """The process's one reader, until cancelled: never raises, never stops on bad data.
+
+        Every watched topic is read here.  A topic's round is a snapshot
+        (its entries after ``cursor.last`` and its stream's counters, in one
+        atomic script) first, after a failure, after a block that found
+        nothing (a stream that vanished or went back shows only there) and
+        until it is caught up; then the caught-up topics wait together in one
+        ``XREAD BLOCK`` (one key each, plus the wake stream :meth:`watch`
+        writes to), one command per batch.  Each topic's entries are
+        delivered in stream order, its holes signalled, and the loop handed
+        back every ``FAIRNESS_SLICE`` seconds or ``FAIRNESS_EVENTS`` entries.
+        A failure of one topic (a key of another type, a listener that
+        raises, a bug) is logged once per run of failures and retried with
+        its own backoff while the others go on; a failure of Redis fails
+        every topic's next round the same way.  Nothing ends the task, so
+        subscribers are never left waiting on a reader that is gone.
         """
         client = self._require_client()
-        key = self._key(topic)
-        first_delay, longest_delay = self._reconnect_delay
-        delay = first_delay
-        failures = 0
-        logged: str | None = None
         block_ms = int(self._read_block * 1000)
         wait_deadline = self._read_block + self._command_timeout
-        # A snapshot round first, after a failure, after a block that found
-        # nothing (a stream that vanished or went back shows only there), and
-        # until caught up; otherwise XREAD BLOCK, one command per batch.
-        use_snapshot = True
+        cursors = self._cursors
+        wake_last = "0-0"
         while True:
+            if not cursors:
+                self._topics_changed = anyio.Event()
+                await self._topics_changed.wait()
+                continue
+            now = time.monotonic()
+            due = [
+                (topic, cursor)
+                for topic, cursor in cursors.items()
+                if cursor.snapshot and cursor.retry_at <= now
+            ]
+            if due:
+                for topic, cursor in due:
+                    await self._snapshot_round(client, topic, cursor)
+                continue
+            waiting = {
+                self._key(topic): (topic, cursor)
+                for topic, cursor in cursors.items()
+                if not cursor.snapshot
+            }
+            backoff = [c.retry_at for c in cursors.values() if c.snapshot]
+            block = block_ms
+            if backoff:
+                block = max(1, min(block, int((min(backoff) - now) * 1000) + 1))
+            if not waiting:
+                self._topics_changed = anyio.Event()
+                with anyio.move_on_after(block / 1000):
+                    await self._topics_changed.wait()
+                continue
+            streams: dict[str, str] = {key: cursor.last for key, (_, cursor) in waiting.items()}
+            streams[self._wake_key] = wake_last
             try:
-                found: list[tuple[str | bytes, Mapping[Any, object]]] | None = None
-                if use_snapshot:
-                    with anyio.fail_after(self._command_timeout):
-                        snapshot = await self._snapshot(client, key, cursor.last, self._read_count)
-                else:
+                self._blocked = True
+                try:
                     with anyio.fail_after(wait_deadline):
-                        reply = await client.xread(
-                            {key: cursor.last}, count=self._read_count, block=block_ms
-                        )
-                    found = [
-                        (item.identifier, item.field_values)
-                        for items in (reply or {}).values()
-                        for item in items
-                    ]
-                self._connected = True
-                if failures:
-                    self._reconnects += 1
-                    logger.info(
-                        "Redis backend: the reader of topic %r reads again after %d failure(s)",
-                        topic,
-                        failures,
-                    )
-                    failures = 0
-                    logged = None
-                    delay = first_delay
-                if found is None:
-                    use_snapshot = not await self._deliver(topic, key, cursor, snapshot)
-                elif found:
-                    # An entry without its number stops the batch: the snapshot reads on.
-                    use_snapshot = not await self._deliver_entries(
-                        topic, key, cursor, found, numbered=True
-                    )
-                else:
-                    self._lag = 0.0  # waited and found nothing: caught up
-                    use_snapshot = True
+                        reply = await client.xread(streams, count=self._read_count, block=block)
+                finally:
+                    self._blocked = False
+            except coredis.exceptions.ResponseError as exc:
+                # Redis refused one of the keys (of another type, say): each
+                # topic's snapshot round tells which, and logs it.
+                self._failed(exc)
+                for _, cursor in waiting.values():
+                    cursor.snapshot = True
+                await anyio.sleep(self._reconnect_delay[0] * random.uniform(0.5, 1.0))
                 continue
             except (*_UNAVAILABLE, _MalformedReplyError) as exc:
-                failure: BaseException = exc
-                traceback = False
-            except Exception as exc:  # a bug: logged with its traceback, never the reader's end
-                failure = exc
-                traceback = True
-            failures += 1
-            self._failed(failure)
-            message = _describe(failure)
-            if message != logged:
-                logged = message
-                logger.error(
-                    "Redis backend: the reader of topic %r (stream %r) failed: %s; "
-                    "retrying with backoff",
-                    topic,
-                    key,
-                    message,
-                    exc_info=failure if traceback else None,
-                )
-            use_snapshot = True
-            await anyio.sleep(delay * random.uniform(0.5, 1.0))
-            delay = min(delay * 2, longest_delay)
+                for topic, cursor in waiting.values():  # Redis itself: every topic's failure
+                    self._topic_failed(topic, self._key(topic), cursor, exc, traceback=False)
+                continue
+            self._connected = True
+            woken = False
+            for name, items in (reply or {}).items():
+                key = _text(name)
+                if key == self._wake_key:
+                    woken = True
+                    if items:
+                        wake_last = _text(items[-1].identifier)
+                    continue
+                known = waiting.get(key)
+                if known is None or not items:
+                    continue
+                topic, cursor = known
+                found = [(item.identifier, item.field_values) for item in items]
+                try:
+                    # An entry without its number stops the batch: the snapshot reads on.
+                    complete = await self._deliver_entries(topic, key, cursor, found, numbered=True)
+                except Exception as exc:  # a bug: logged with its traceback, then retried
+                    self._topic_failed(topic, key, cursor, exc, traceback=True)
+                    continue
+                cursor.snapshot = not complete
+            if not reply or (not woken and not any(reply.values())):
+                self._lag = 0.0  # waited and found nothing: caught up
+                for _, cursor in waiting.values():
+                    cursor.snapshot = True
+
+    async def _snapshot_round(
+        self, client: coredis.Redis[bytes], topic: str, cursor: _Cursor
+    ) -> None:
+        """One snapshot round of ``topic``; a failure is the topic's own (logged, backed off)."""
+        key = self._key(topic)
+        try:
+            with anyio.fail_after(self._command_timeout):
+                snapshot = await self._snapshot(client, key, cursor.last, self._read_count)
+            self._connected = True
+            self._recovered(topic, cursor)
+            cursor.snapshot = not await self._deliver(topic, key, cursor, snapshot)
+        except (*_UNAVAILABLE, _MalformedReplyError) as exc:
+            self._topic_failed(topic, key, cursor, exc, traceback=False)
+        except Exception as exc:  # a bug: logged with its traceback, never the reader's end
+            self._topic_failed(topic, key, cursor, exc, traceback=True)
+
+    def _recovered(self, topic: str, cursor: _Cursor) -> None:
+        if cursor.failures:
+            self._reconnects += 1
+            logger.info(
+                "Redis backend: the reader of topic %r reads again after %d failure(s)",
+                topic,
+                cursor.failures,
+            )
+            cursor.failures = 0
+            cursor.logged = None
+            cursor.delay = 0.0
+
+    def _topic_failed(
+        self, topic: str, key: str, cursor: _Cursor, failure: Exception, *, traceback: bool
+    ) -> None:
+        """Count, log (once per run of failures) and back off ``topic``'s reading."""
+        first_delay, longest_delay = self._reconnect_delay
+        cursor.failures += 1
+        self._failed(failure)
+        message = _describe(failure)
+        if message != cursor.logged:
+            cursor.logged = message
+            logger.error(
+                "Redis backend: the reader of topic %r (stream %r) failed: %s; "
+                "retrying with backoff",
+                topic,
+                key,
+                message,
+                exc_info=failure if traceback else None,
+            )
+        delay = cursor.delay = min(cursor.delay * 2, longest_delay) if cursor.delay else first_delay
+        cursor.snapshot = True
+        cursor.retry_at = time.monotonic() + delay * random.uniform(0.5, 1.0)
 
     async def _deliver(self, topic: str, key: str, cursor: _Cursor, snapshot: _Snapshot) -> bool:
         """Signal the hole ``snapshot`` shows, if any, then deliver its entries.
@@ -987,14 +1392,15 @@ class RedisBackend:
         ms, seq = _parse(last)
         after = f"{ms}-{seq + 1}" if seq < _MAX_PART else f"{ms + 1}-0"
         args: list[str | bytes] = [after, str(count)]
-        return _Snapshot.parse(await self._script(client, "_snapshot_digest", _SNAPSHOT, key, args))
+        reply = await self._script(client, "_snapshot_digest", _SNAPSHOT, [key], args)
+        return _Snapshot.parse(reply)
 
     async def _script(
         self,
         client: coredis.Redis[bytes],
         slot: Literal["_snapshot_digest", "_publish_digest"],
         script: str,
-        key: str,
+        keys: list[str],
         args: list[str | bytes],
     ) -> object:
         """``EVALSHA`` of ``script``, loading it first when Redis does not have it.
@@ -1004,12 +1410,12 @@ class RedisBackend:
         digest: str | None = getattr(self, slot)
         if digest is not None:
             try:
-                return await client.evalsha(digest, [key], args)
+                return await client.evalsha(digest, keys, args)
             except coredis.exceptions.NoScriptError:
                 pass  # a restarted Redis forgot it
         digest = _text(await client.script_load(script))
         setattr(self, slot, digest)
-        return await client.evalsha(digest, [key], args)
+        return await client.evalsha(digest, keys, args)
 
     # ------------------------------------------------------------ helpers
 
@@ -1025,11 +1431,15 @@ class RedisBackend:
         self._last_error = _describe(exc)
         self._last_error_at = time.monotonic()
 
-    def _unavailable(self, what: str, exc: BaseException) -> RedisUnavailableError:
-        self._failed(exc)
-        if isinstance(exc, TimeoutError):
+    def _unavailable(
+        self, what: str, exc: BaseException, reason: str | None = None, *, count: bool = True
+    ) -> RedisUnavailableError:
+        """The error a publisher or a replay raises; ``count`` records the failure too."""
+        if count:
+            self._failed(exc)
+        if reason is None and isinstance(exc, TimeoutError):
             reason = f"no answer within {self._command_timeout} s; its outcome is unknown"
-        else:
+        elif reason is None:
             reason = _describe(exc)
         return RedisUnavailableError(f"Redis at {self._url}: {what} failed: {reason}")
 
@@ -1111,6 +1521,20 @@ def _hole(last: str, next_id: str | None, missed: int, replaced: str) -> tuple[G
         )
         return Gap(GapReason.EXPIRED, last, next_id, missed), why
     return Gap(GapReason.UNKNOWN, last, next_id, None), replaced
+
+
+def _publish_results(reply: object, count: int) -> list[bytes]:
+    """The publish script's reply, checked: ``count`` ids or ``!``-errors."""
+    if not (isinstance(reply, list) and len(reply) == count):
+        raise _MalformedReplyError(f"publish: {count} results expected, got {reply!r:.80}")
+    results: list[bytes] = []
+    for item in reply:
+        if not isinstance(item, bytes) or not (
+            item.startswith(b"!") or parse_stream_id(_text(item)) is not None
+        ):
+            raise _MalformedReplyError(f"publish: a stream id expected, got {item!r:.80}")
+        results.append(item)
+    return results
 
 
 def _positive(value: object) -> bool:
