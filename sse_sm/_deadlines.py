@@ -58,10 +58,14 @@ def due(
     send_timeout: float | None,
 ) -> Due:
     """What is due at ``now``: an overdue send wins over a ping (none while sending)."""
+    # Each comparison is against the very sum next_wake computed, not a
+    # difference: ``0.06 + 0.01 < 0.07`` but ``(0.06 + 0.01) - 0.06 < 0.01``,
+    # and a watcher woken at its deadline must find that deadline due, or it
+    # computes the same passed deadline again and spins.
     if sending:
-        if send_timeout is not None and now - last_send_at >= send_timeout:
+        if send_timeout is not None and now >= last_send_at + send_timeout:
             return Due.SEND_OVERDUE
         return Due.NOTHING
-    if ping_interval > 0 and now - last_send_at >= ping_interval:
+    if ping_interval > 0 and now >= last_send_at + ping_interval:
         return Due.PING
     return Due.NOTHING

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import math
+from collections.abc import AsyncIterator
 from typing import Any
 
+import anyio
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from sse_sm import CloseReason, EventSourceResponse, _connection
 from sse_sm._deadlines import Due, due, next_wake
+from sse_sm.testing import stream
 
 
 def test_no_pings_and_no_send_timeout_means_no_deadline() -> None:
@@ -109,3 +113,87 @@ def test_nothing_is_due_before_the_wake_and_something_due_is_never_missed(
 def test_a_ping_is_never_due_while_sending(sending: bool) -> None:
     found = due(100.0, last_send_at=0.0, sending=sending, ping_interval=1.0, send_timeout=None)
     assert (found is Due.PING) is (not sending)
+
+
+def test_woken_at_its_own_deadline_the_watcher_finds_it_due() -> None:
+    """``0.06 + 0.01`` rounds to ``0.06999999999999999``, and that minus ``0.06``
+    is below ``0.01``: a ``due`` that subtracted found nothing due at the very
+    deadline ``next_wake`` gave, so the watcher computed the same, passed,
+    deadline again and spun (forever on trio's MockClock, whose time does not
+    move while a task runs)."""
+    idle: dict[str, Any] = {
+        "last_send_at": 0.06,
+        "sending": False,
+        "ping_interval": 0.01,
+        "send_timeout": None,
+    }
+    assert due(next_wake(0.06, **idle), **idle) is Due.PING
+    sending: dict[str, Any] = {
+        "last_send_at": 0.06,
+        "sending": True,
+        "ping_interval": 0,
+        "send_timeout": 0.01,
+    }
+    assert due(next_wake(0.06, **sending), **sending) is Due.SEND_OVERDUE
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    start=times,
+    elapsed=st.floats(min_value=0, max_value=1e6),
+    sending=st.booleans(),
+    ping_interval=intervals,
+    send_timeout=timeouts,
+)
+def test_a_watcher_woken_at_its_deadline_never_finds_nothing_to_do_twice(
+    start: float,
+    elapsed: float,
+    sending: bool,
+    ping_interval: float,
+    send_timeout: float | None,
+) -> None:
+    """At the deadline it computed, either something is due or the next deadline
+    is later: the watcher cannot spin on one instant."""
+    now = start + elapsed
+    kwargs: dict[str, Any] = {
+        "last_send_at": start,
+        "sending": sending,
+        "ping_interval": ping_interval,
+        "send_timeout": send_timeout,
+    }
+    wake_at = next_wake(now, **kwargs)
+    if math.isinf(wake_at) or wake_at < now:
+        return  # never, or something was already due at ``now``
+    assert due(wake_at, **kwargs) is not Due.NOTHING or next_wake(wake_at, **kwargs) > wake_at
+
+
+@pytest.mark.time_driven
+async def test_the_watcher_does_not_spin_at_a_deadline_that_rounds_down(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The same rounding, end to end: pings every 0.01 s on a MockClock (whose
+    time is exactly each deadline) hung the stream at ``t = 0.06999999999999999``.
+    Bounded by counting the watcher's looks instead of waiting for a hang."""
+    looks = 0
+
+    def counted(now: float, **kwargs: Any) -> float:
+        nonlocal looks
+        looks += 1
+        if looks > 10_000:
+            raise AssertionError(f"the watcher spun at t={now!r}")
+        return next_wake(now, **kwargs)
+
+    monkeypatch.setattr(_connection, "next_wake", counted)
+
+    async def three() -> AsyncIterator[str]:
+        for n in range(3):
+            yield str(n)
+            await anyio.sleep(0.03)
+
+    response = EventSourceResponse(three(), ping=0.01)
+    with anyio.fail_after(5):
+        async with stream(response) as sse:
+            events = [e.data async for e in sse.events()]
+    assert events == ["0", "1", "2"]
+    assert response.close_reason is CloseReason.COMPLETED
+    assert looks < 100
