@@ -19,6 +19,8 @@ body cleanly; shutdown is app-scoped rather than process-global.
 from __future__ import annotations
 
 import logging
+import math
+import random
 from collections.abc import AsyncIterable, Awaitable, Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Final, TypeAlias, final
@@ -44,6 +46,7 @@ from ._validation import (
     check_retry_range,
     check_seconds,
     check_status_code,
+    describe,
 )
 
 __all__ = ("Content", "EventSourceResponse", "StreamStatistics")
@@ -83,6 +86,11 @@ class StreamStatistics:
     time_in_states: Mapping[State, float]
     #: The changes of state so far, oldest first.
     history: tuple[Transition, ...]
+    #: What began the drain: ``SHUTDOWN_REQUESTED`` (a shutdown) or
+    #: ``LIFETIME_EXPIRED`` (a rotation); ``None`` if it never drained.  A
+    #: drain ends with reason ``drained`` or ``shutdown_forced`` whatever
+    #: began it, so this is what tells a rotation from a shutdown.
+    drained_by: Trigger | None = None
 
 
 class EventSourceResponse(Response):
@@ -133,6 +141,16 @@ class EventSourceResponse(Response):
             range: sent as a ``retry:`` field just before the farewell, drawn
             uniformly per stream, so that clients reconnect spread out
             instead of all at once to the next instance.
+        max_lifetime: seconds a stream may stream before it drains by itself
+            (``LIFETIME_EXPIRED``), exactly as for a shutdown: the
+            ``shutdown_event`` is set, the grace runs, the farewell and the
+            ``retry:`` go out and the body ends cleanly, so the client
+            reconnects (with its ``Last-Event-ID``) wherever the load
+            balancer sends it.  A number, or a ``(min, max)`` range from
+            which each response draws its own lifetime uniformly
+            (:attr:`lifetime`), so that streams opened together do not all
+            reconnect together.  Counted from the headers.  ``None`` or
+            ``math.inf``: no limit; a range's bounds must be finite.
 
     Raises:
         TypeError, ValueError: an argument is out of range; the message names it.
@@ -165,6 +183,7 @@ class EventSourceResponse(Response):
         drain_coordinator: DrainCoordinator | None = None,
         farewell_factory: Callable[[], Content | None] | None = None,
         drain_retry: int | tuple[int, int] | None = None,
+        max_lifetime: float | tuple[float, float] | None = None,
     ) -> None:
         self.sep = validate_sep(sep)
         self.status_code = check_status_code("status_code", status_code)
@@ -181,6 +200,8 @@ class EventSourceResponse(Response):
         check_callable("farewell_factory", farewell_factory)
         self.farewell_factory = farewell_factory
         self.drain_retry = check_retry_range("drain_retry", drain_retry, maximum=MAX_RETRY)
+        bounds = _check_lifetime_range("max_lifetime", max_lifetime)
+        self._lifetime = None if bounds is None else _draw_lifetime(bounds)
         self.ping_message_factory = ping_message_factory
         self.data_sender_callable = data_sender_callable
         self.client_close_handler_callable = client_close_handler_callable
@@ -250,6 +271,12 @@ class EventSourceResponse(Response):
     def ping_interval(self, value: float) -> None:
         self._ping_interval = check_seconds("ping", value, allow_zero=True)
 
+    @property
+    def lifetime(self) -> float | None:
+        """Seconds this stream may stream before it drains, drawn from
+        ``max_lifetime`` when the response was built; ``None``: no limit."""
+        return self._lifetime
+
     def enable_compression(self, force: bool = False) -> None:
         """Refuse: a compressor buffers events and delays them (and the pings)."""
         raise NotImplementedError("Compression is not supported for SSE streams.")
@@ -302,6 +329,7 @@ class EventSourceResponse(Response):
         machine = self._machine
         connection = self._connection
         unflushed = 0 if connection is None else connection.unflushed_events
+        history = machine.history
         return StreamStatistics(
             state=machine.state,
             close_reason=machine.close_reason,
@@ -309,7 +337,8 @@ class EventSourceResponse(Response):
             pings_sent=machine.count(Trigger.PING_SENT),
             bytes_sent=0 if self._connection is None else self._connection.bytes_sent,
             time_in_states=machine.time_in_states(),
-            history=machine.history,
+            history=history,
+            drained_by=next((t.trigger for t in history if t.target is State.DRAINING), None),
         )
 
     # ---------------------------------------------------------------- ASGI
@@ -356,6 +385,7 @@ class EventSourceResponse(Response):
             drain_coordinator=self._coordinator_for(scope),
             farewell_factory=self.farewell_factory,
             drain_retry=self.drain_retry,
+            lifetime=self._lifetime,
         )
         connection = Connection(
             machine=self._machine,
@@ -374,6 +404,53 @@ class EventSourceResponse(Response):
             # Starlette adds HEAD to GET routes; streaming on HEAD would never end.
             return connection.answer_head(then=self.background)
         return connection.run(then=self.background)
+
+
+def _check_lifetime_range(name: str, value: object) -> tuple[float, float] | None:
+    """Seconds: ``None``, a number, or a ``(min, max)`` tuple of numbers with
+    ``0 < min <= max``; returns the range to draw from, ``None`` for no limit.
+
+    One number ``inf`` means no limit, like ``None`` (as ``inf`` means "no
+    deadline" everywhere in the watcher); a range needs finite bounds, since
+    a uniform draw from an unbounded one means nothing.  NaN, zero, negative
+    values and bools are refused.
+    """
+    if value is None:
+        return None
+    if isinstance(value, tuple):
+        if len(value) != 2:
+            raise TypeError(
+                f"{name} must be seconds as a number or a (min, max) tuple, got {describe(value)}"
+            )
+        low = check_seconds(f"{name}[0]", value[0], allow_zero=False, finite=True)
+        high = check_seconds(f"{name}[1]", value[1], allow_zero=False, finite=True)
+        if low > high:
+            raise ValueError(f"{name} must satisfy min <= max, got {describe(value)}")
+        return (low, high)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(
+            f"{name} must be seconds as a number or a (min, max) tuple, got {describe(value)}"
+        )
+    seconds = check_seconds(name, value, allow_zero=False)
+    if math.isinf(seconds):
+        return None
+    return (seconds, seconds)
+
+
+def _draw_lifetime(
+    bounds: tuple[float, float], uniform: Callable[[float, float], float] | None = None
+) -> float:
+    """One stream's lifetime, uniform in ``bounds`` (exactly ``min`` when min == max).
+
+    ``uniform`` defaults to ``random.uniform``, looked up at each call (so
+    ``random.seed`` makes draws repeatable); a test may pass a seeded
+    ``random.Random().uniform``.
+    """
+    low, high = bounds
+    if low == high:
+        return float(low)
+    drawn = (random.uniform if uniform is None else uniform)(low, high)
+    return min(max(drawn, low), high)  # a + (b - a) * random() may round past b
 
 
 async def _refuse_rerun(state: State) -> None:
