@@ -19,8 +19,6 @@ body cleanly; shutdown is app-scoped rather than process-global.
 from __future__ import annotations
 
 import logging
-import math
-import random
 from collections.abc import AsyncIterable, Awaitable, Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Final, TypeAlias, final
@@ -35,6 +33,7 @@ from starlette.types import Message, Receive, Scope, Send
 from ._connection import Connection, StreamSettings
 from ._events import DEFAULT_SEPARATOR, MAX_RETRY, ServerSentEvent, validate_sep
 from ._exceptions import TransitionError
+from ._lifetime import check_lifetime_range, draw_lifetime
 from ._shutdown import DrainCoordinator, default_drain_coordinator, drain_coordinator_for
 from ._sources import ClosableSource, open_source
 from ._state import STATE_ORDER, CloseReason, State, StateMachine, Transition, Trigger
@@ -46,7 +45,6 @@ from ._validation import (
     check_retry_range,
     check_seconds,
     check_status_code,
-    describe,
 )
 
 __all__ = ("Content", "EventSourceResponse", "StreamStatistics")
@@ -86,10 +84,9 @@ class StreamStatistics:
     time_in_states: Mapping[State, float]
     #: The changes of state so far, oldest first.
     history: tuple[Transition, ...]
-    #: What began the drain: ``SHUTDOWN_REQUESTED`` (a shutdown) or
-    #: ``LIFETIME_EXPIRED`` (a rotation); ``None`` if it never drained.  A
-    #: drain ends with reason ``drained`` or ``shutdown_forced`` whatever
-    #: began it, so this is what tells a rotation from a shutdown.
+    #: What began the drain: ``SHUTDOWN_REQUESTED`` or ``LIFETIME_EXPIRED``
+    #: (a rotation); ``None`` if it never drained.  Both end ``drained`` or
+    #: ``shutdown_forced``: this is what tells a rotation from a shutdown.
     drained_by: Trigger | None = None
 
 
@@ -200,8 +197,8 @@ class EventSourceResponse(Response):
         check_callable("farewell_factory", farewell_factory)
         self.farewell_factory = farewell_factory
         self.drain_retry = check_retry_range("drain_retry", drain_retry, maximum=MAX_RETRY)
-        bounds = _check_lifetime_range("max_lifetime", max_lifetime)
-        self._lifetime = None if bounds is None else _draw_lifetime(bounds)
+        bounds = check_lifetime_range("max_lifetime", max_lifetime)
+        self._lifetime = None if bounds is None else draw_lifetime(bounds)
         self.ping_message_factory = ping_message_factory
         self.data_sender_callable = data_sender_callable
         self.client_close_handler_callable = client_close_handler_callable
@@ -404,53 +401,6 @@ class EventSourceResponse(Response):
             # Starlette adds HEAD to GET routes; streaming on HEAD would never end.
             return connection.answer_head(then=self.background)
         return connection.run(then=self.background)
-
-
-def _check_lifetime_range(name: str, value: object) -> tuple[float, float] | None:
-    """Seconds: ``None``, a number, or a ``(min, max)`` tuple of numbers with
-    ``0 < min <= max``; returns the range to draw from, ``None`` for no limit.
-
-    One number ``inf`` means no limit, like ``None`` (as ``inf`` means "no
-    deadline" everywhere in the watcher); a range needs finite bounds, since
-    a uniform draw from an unbounded one means nothing.  NaN, zero, negative
-    values and bools are refused.
-    """
-    if value is None:
-        return None
-    if isinstance(value, tuple):
-        if len(value) != 2:
-            raise TypeError(
-                f"{name} must be seconds as a number or a (min, max) tuple, got {describe(value)}"
-            )
-        low = check_seconds(f"{name}[0]", value[0], allow_zero=False, finite=True)
-        high = check_seconds(f"{name}[1]", value[1], allow_zero=False, finite=True)
-        if low > high:
-            raise ValueError(f"{name} must satisfy min <= max, got {describe(value)}")
-        return (low, high)
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(
-            f"{name} must be seconds as a number or a (min, max) tuple, got {describe(value)}"
-        )
-    seconds = check_seconds(name, value, allow_zero=False)
-    if math.isinf(seconds):
-        return None
-    return (seconds, seconds)
-
-
-def _draw_lifetime(
-    bounds: tuple[float, float], uniform: Callable[[float, float], float] | None = None
-) -> float:
-    """One stream's lifetime, uniform in ``bounds`` (exactly ``min`` when min == max).
-
-    ``uniform`` defaults to ``random.uniform``, looked up at each call (so
-    ``random.seed`` makes draws repeatable); a test may pass a seeded
-    ``random.Random().uniform``.
-    """
-    low, high = bounds
-    if low == high:
-        return float(low)
-    drawn = (random.uniform if uniform is None else uniform)(low, high)
-    return min(max(drawn, low), high)  # a + (b - a) * random() may round past b
 
 
 async def _refuse_rerun(state: State) -> None:

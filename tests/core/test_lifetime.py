@@ -40,7 +40,7 @@ from sse_sm import (
     State,
     Trigger,
 )
-from sse_sm.responses import _check_lifetime_range, _draw_lifetime
+from sse_sm._lifetime import check_lifetime_range, draw_lifetime
 from sse_sm.testing import stream
 from tests._support import http_scope, never_receive
 
@@ -165,7 +165,7 @@ def response_with(ticker: Ticker, **kwargs: Any) -> EventSourceResponse:
     ids=repr,
 )
 def test_accepted_values(value: Any, bounds: tuple[float, float] | None) -> None:
-    assert _check_lifetime_range("max_lifetime", value) == bounds
+    assert check_lifetime_range("max_lifetime", value) == bounds
     response = EventSourceResponse(iter(()), max_lifetime=value)
     if bounds is None:
         assert response.lifetime is None
@@ -210,13 +210,13 @@ def test_each_response_draws_its_own_lifetime_within_the_range() -> None:
 
 
 def test_the_draw_is_uniform_repeatable_and_clamped() -> None:
-    first = [_draw_lifetime((1.0, 2.0), random.Random(7).uniform) for _ in range(3)]
-    again = [_draw_lifetime((1.0, 2.0), random.Random(7).uniform) for _ in range(3)]
+    first = [draw_lifetime((1.0, 2.0), random.Random(7).uniform) for _ in range(3)]
+    again = [draw_lifetime((1.0, 2.0), random.Random(7).uniform) for _ in range(3)]
     assert first == again
-    assert _draw_lifetime((3.0, 3.0), lambda a, b: pytest.fail("no draw for min == max")) == 3.0
+    assert draw_lifetime((3.0, 3.0), lambda a, b: pytest.fail("no draw for min == max")) == 3.0
     # random.uniform computes a + (b - a) * random(), which may round past b.
-    assert _draw_lifetime((1.0, 2.0), lambda a, b: math.nextafter(b, math.inf)) == 2.0
-    assert _draw_lifetime((1.0, 2.0), lambda a, b: math.nextafter(a, -math.inf)) == 1.0
+    assert draw_lifetime((1.0, 2.0), lambda a, b: math.nextafter(b, math.inf)) == 2.0
+    assert draw_lifetime((1.0, 2.0), lambda a, b: math.nextafter(a, -math.inf)) == 1.0
 
 
 def test_random_seed_makes_a_response_s_draw_repeatable() -> None:
