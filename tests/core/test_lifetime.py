@@ -41,6 +41,7 @@ from sse_sm import (
     Trigger,
 )
 from sse_sm._lifetime import check_lifetime_range, draw_lifetime
+from sse_sm._state import LATE_REPORTS
 from sse_sm.testing import stream
 from tests._support import http_scope, never_receive
 
@@ -145,6 +146,19 @@ def response_with(ticker: Ticker, **kwargs: Any) -> EventSourceResponse:
     }
     options.update(kwargs)
     return EventSourceResponse(ticker.events(), **options)
+
+
+# ------------------------------------------------------------------ the table
+
+
+def test_a_rotation_is_one_arc_into_draining_and_nothing_else() -> None:
+    """One row; no row from DRAINING (the lifetime is disarmed by any drain) and
+    no late report (the watcher checks CLOSED and fires in one step)."""
+    rows = [arc for arc in TRANSITIONS if arc.trigger is Trigger.LIFETIME_EXPIRED]
+    assert [(a.source, a.target, a.close_reason) for a in rows] == [
+        (State.STREAMING, State.DRAINING, None)
+    ]
+    assert Trigger.LIFETIME_EXPIRED not in LATE_REPORTS
 
 
 # ------------------------------------------------------------------ the argument
