@@ -162,6 +162,9 @@ class StreamSettings:
     #: (the one that sets ``max_streams``), and that class's limit.
     admission_class: type | None = None
     class_max_streams: int | None = None
+    #: Seconds this stream may stream before it drains (``LIFETIME_EXPIRED``),
+    #: counted from ``STARTED``; ``None``: no limit.  Already drawn.
+    lifetime: float | None = None
 
 
 @final
@@ -179,6 +182,7 @@ class Connection:
         "_clock",
         "_disconnect",
         "_error",
+        "_expires_at",
         "_farewell_done",
         "_last_send_at",
         "_machine",
@@ -192,6 +196,7 @@ class Connection:
         "_source",
         "_source_closing",
         "_start_message",
+        "_waiting",
         "bytes_sent",
         "unflushed_events",
     )
@@ -245,6 +250,13 @@ class Connection:
         self._client_stopped_reading = False
         #: Set once a close of the source has begun; others wait for it.
         self._source_closing: anyio.Event | None = None
+        #: When the lifetime runs out, in the clock's time: armed at
+        #: ``STARTED`` (``_follow_drains``), back to ``inf`` once draining,
+        #: so that it is finite only while STREAMING.  Read by the watcher.
+        self._expires_at = math.inf
+        #: The watcher's current wait, so that arming the lifetime can bring
+        #: its wake forward (the wait began in OPEN, before the lifetime).
+        self._waiting: anyio.CancelScope | None = None
         self.bytes_sent = 0
 
     # ------------------------------------------------------------------ entry
@@ -666,11 +678,17 @@ class Connection:
         self.unflushed_events += 1  # an EVENT_SENT self-loop (DRAINING), like any event
 
     def _follow_drains(self) -> DrainCoordinator | None:
-        """Register with the coordinator (and the server's shutdown); returns it, to leave.
+        """Arm the lifetime, register with the coordinator (and the server's
+        shutdown); returns the coordinator, to leave.
 
-        May raise (a signal handler that cannot be chained, a registration
-        that fails): the caller is inside the phase's ``try``, so that is FAILED.
+        Called once, just after ``STARTED``.  May raise (a signal handler that
+        cannot be chained, a registration that fails): the caller is inside
+        the phase's ``try``, so that is FAILED.
         """
+        lifetime = self._settings.lifetime
+        if lifetime is not None:
+            # Before registering: a drain already requested disarms it at once.
+            self._arm_lifetime(lifetime)
         coordinator = self._settings.drain_coordinator
         if coordinator is None:
             return None
@@ -679,12 +697,43 @@ class Connection:
         coordinator.register(self._drain)
         return coordinator
 
+    def _arm_lifetime(self, lifetime: float) -> None:
+        """Start the lifetime's count: the watcher drains the stream when it runs out.
+
+        No task and no scope of its own: the end of the lifetime is one more
+        deadline in the watcher's wake (``_deadlines.next_wake``).  The
+        watcher's current wait was computed before this deadline existed, so
+        it is brought forward here if it would wake later.
+        """
+        expires_at = self._clock() + lifetime
+        self._expires_at = expires_at
+        waiting = self._waiting
+        if waiting is not None and waiting.deadline > expires_at:
+            waiting.deadline = expires_at
+
     def _drain(self, reason: str) -> None:
         """Called on the loop by the coordinator: enter DRAINING and start the grace."""
+        self._begin_drain(Trigger.SHUTDOWN_REQUESTED, reason)
+
+    def _rotate(self) -> None:
+        """Called by the watcher when the lifetime ran out: drain as for a shutdown."""
+        lifetime = self._settings.lifetime
+        self._begin_drain(Trigger.LIFETIME_EXPIRED, f"its lifetime of {lifetime:.6g} s ran out")
+
+    def _begin_drain(self, trigger: Trigger, reason: str) -> None:
+        """Fire ``trigger``; if that left STREAMING, tell the source and start the grace.
+
+        The one drain for both of its causes, a shutdown request and the end
+        of the lifetime: the table decides where each goes (a second request
+        while DRAINING is a self-loop that moves nothing), and this method
+        only does what entering DRAINING calls for.
+        """
         state = self._machine.state
-        if self._fire(Trigger.SHUTDOWN_REQUESTED, reason) is None:
+        if self._fire(trigger, reason) is None:
             return  # the stream closed before the request reached it
         if state is State.STREAMING:
+            # Disarmed: from here the grace is the deadline that counts.
+            self._expires_at = math.inf
             settings = self._settings
             if settings.shutdown_event is not None:
                 settings.shutdown_event.set()
@@ -715,8 +764,10 @@ class Connection:
                     sending=self._sending,
                     ping_interval=interval,
                     send_timeout=send_timeout,
+                    expires_at=self._expires_at,
                 )
                 with anyio.CancelScope(deadline=wake_at) as waiting:
+                    self._waiting = waiting
                     message = await receive()
                 if not waiting.cancelled_caught:
                     if message["type"] in _DISCONNECT_TYPES:
@@ -739,11 +790,17 @@ class Connection:
                     sending=self._sending,
                     ping_interval=interval,
                     send_timeout=send_timeout,
+                    expires_at=self._expires_at,
                 )
                 if found is Due.SEND_OVERDUE:
                     what = "headers" if machine.state is State.OPEN else "an event"
                     self._time_out(f"{what} not sent within {send_timeout} s")
                     break
+                if found is Due.LIFETIME:
+                    # Armed only while STREAMING, and CLOSED was ruled out
+                    # above with no await since: this cannot race a close.
+                    self._rotate()
+                    continue  # a draining stream is still watched and pinged
                 if found is Due.PING and not await self._send_ping():
                     break
         except BaseException as exc:  # any type: the connection still ends CLOSED

@@ -28,8 +28,9 @@ Who fires each trigger (the driver lives in ``_connection.py``):
   ``SOURCE_EXHAUSTED``, ``GRACE_EXPIRED``, ``FELL_BEHIND``, ``FAILED`` and
   ``CANCELLED``, and ``DISCONNECTED`` when ``send`` raises ``OSError``;
 * the watcher task fires ``PING_SENT``, ``DISCONNECTED`` (on
-  ``http.disconnect``, or ``OSError`` from a ping's send), ``SEND_TIMED_OUT``
-  and ``FAILED`` (``receive`` or the ping factory raised);
+  ``http.disconnect``, or ``OSError`` from a ping's send), ``SEND_TIMED_OUT``,
+  ``LIFETIME_EXPIRED`` (the stream's ``max_lifetime`` ran out) and ``FAILED``
+  (``receive`` or the ping factory raised);
 * the data-sender task, when there is one, fires ``FAILED`` if it raises;
 * the drain coordinator fires ``SHUTDOWN_REQUESTED`` on the event loop.
 
@@ -103,6 +104,10 @@ class Trigger(enum.Enum):
     SEND_TIMED_OUT = "send_timed_out"
     #: The application or server asked the stream to drain.
     SHUTDOWN_REQUESTED = "shutdown_requested"
+    #: The stream's lifetime (drawn from ``max_lifetime``) ran out while it
+    #: was streaming: it drains as for a shutdown, so that its client
+    #: reconnects, wherever the load balancer sends it.
+    LIFETIME_EXPIRED = "lifetime_expired"
     #: The drain's grace period ran out before the source ended.
     GRACE_EXPIRED = "grace_expired"
     #: The source, the encoder, a callback or the server raised.
@@ -195,6 +200,11 @@ TRANSITIONS: Final[tuple[Arc, ...]] = (
     Arc(_S.STREAMING, _T.EVENT_SENT, _S.STREAMING),
     Arc(_S.STREAMING, _T.PING_SENT, _S.STREAMING),
     Arc(_S.STREAMING, _T.SHUTDOWN_REQUESTED, _S.DRAINING),
+    # A rotation is a drain: same state, same grace, same farewell, same
+    # close reasons (``drained``, ``shutdown_forced``).  What began the drain
+    # is this arc's trigger, kept in the history.  No row from DRAINING: the
+    # lifetime is only armed while STREAMING (a drain already has its grace).
+    Arc(_S.STREAMING, _T.LIFETIME_EXPIRED, _S.DRAINING),
     Arc(_S.STREAMING, _T.SOURCE_EXHAUSTED, _S.CLOSED, _R.COMPLETED),
     Arc(_S.STREAMING, _T.DISCONNECTED, _S.CLOSED, _R.CLIENT_DISCONNECTED),
     Arc(_S.STREAMING, _T.SEND_TIMED_OUT, _S.CLOSED, _R.SEND_TIMEOUT),
@@ -231,6 +241,11 @@ STATE_ORDER: Final[Mapping[State, int]] = MappingProxyType(
 #: gave up on its subscriber in the instant the client left.  The close that won
 #: stands: its reason is the connection's.  Any trigger not listed here, fired
 #: in ``CLOSED``, is a bug (:class:`TransitionError`).
+#:
+#: ``LIFETIME_EXPIRED`` is not here, because it cannot race a close: the
+#: watcher detects it and fires it in one step, with no await between, after
+#: checking that the connection is still ``STREAMING`` (the lifetime is
+#: disarmed by the drain that leaves ``STREAMING``).
 LATE_REPORTS: Final[frozenset[Trigger]] = frozenset(
     {
         Trigger.DISCONNECTED,

@@ -34,6 +34,7 @@ from ._admission import admission_class_for, check_class_max_streams
 from ._connection import Connection, StreamSettings
 from ._events import DEFAULT_SEPARATOR, MAX_RETRY, ServerSentEvent, validate_sep
 from ._exceptions import TransitionError
+from ._lifetime import check_lifetime_range, draw_lifetime
 from ._shutdown import DrainCoordinator, default_drain_coordinator, drain_coordinator_for
 from ._sources import ClosableSource, open_source
 from ._state import STATE_ORDER, CloseReason, State, StateMachine, Transition, Trigger
@@ -84,6 +85,10 @@ class StreamStatistics:
     time_in_states: Mapping[State, float]
     #: The changes of state so far, oldest first.
     history: tuple[Transition, ...]
+    #: What began the drain: ``SHUTDOWN_REQUESTED`` or ``LIFETIME_EXPIRED``
+    #: (a rotation); ``None`` if it never drained.  Both end ``drained`` or
+    #: ``shutdown_forced``: this is what tells a rotation from a shutdown.
+    drained_by: Trigger | None = None
 
 
 class EventSourceResponse(Response):
@@ -134,6 +139,16 @@ class EventSourceResponse(Response):
             range: sent as a ``retry:`` field just before the farewell, drawn
             uniformly per stream, so that clients reconnect spread out
             instead of all at once to the next instance.
+        max_lifetime: seconds a stream may stream before it drains by itself
+            (``LIFETIME_EXPIRED``), exactly as for a shutdown: the
+            ``shutdown_event`` is set, the grace runs, the farewell and the
+            ``retry:`` go out and the body ends cleanly, so the client
+            reconnects (with its ``Last-Event-ID``) wherever the load
+            balancer sends it.  A number, or a ``(min, max)`` range from
+            which each response draws its own lifetime uniformly
+            (:attr:`lifetime`), so that streams opened together do not all
+            reconnect together.  Counted from the headers.  ``None`` or
+            ``math.inf``: no limit; a range's bounds must be finite.
 
     Admission control: the coordinator's ``max_streams`` caps the streams
     alive on it, whatever their class.  A subclass may add a cap of its own,
@@ -181,6 +196,7 @@ class EventSourceResponse(Response):
         drain_coordinator: DrainCoordinator | None = None,
         farewell_factory: Callable[[], Content | None] | None = None,
         drain_retry: int | tuple[int, int] | None = None,
+        max_lifetime: float | tuple[float, float] | None = None,
     ) -> None:
         self.sep = validate_sep(sep)
         self.status_code = check_status_code("status_code", status_code)
@@ -197,6 +213,8 @@ class EventSourceResponse(Response):
         check_callable("farewell_factory", farewell_factory)
         self.farewell_factory = farewell_factory
         self.drain_retry = check_retry_range("drain_retry", drain_retry, maximum=MAX_RETRY)
+        bounds = check_lifetime_range("max_lifetime", max_lifetime)
+        self._lifetime = None if bounds is None else draw_lifetime(bounds)
         self.ping_message_factory = ping_message_factory
         self.data_sender_callable = data_sender_callable
         self.client_close_handler_callable = client_close_handler_callable
@@ -270,6 +288,12 @@ class EventSourceResponse(Response):
     def ping_interval(self, value: float) -> None:
         self._ping_interval = check_seconds("ping", value, allow_zero=True)
 
+    @property
+    def lifetime(self) -> float | None:
+        """Seconds this stream may stream before it drains, drawn from
+        ``max_lifetime`` when the response was built; ``None``: no limit."""
+        return self._lifetime
+
     def enable_compression(self, force: bool = False) -> None:
         """Refuse: a compressor buffers events and delays them (and the pings)."""
         raise NotImplementedError("Compression is not supported for SSE streams.")
@@ -325,6 +349,7 @@ class EventSourceResponse(Response):
             events, pings, sent = 0, 0, 0
         else:
             events, pings, sent = connection.sent_counts()
+        history = machine.history
         return StreamStatistics(
             state=machine.state,
             close_reason=machine.close_reason,
@@ -332,7 +357,8 @@ class EventSourceResponse(Response):
             pings_sent=pings,
             bytes_sent=sent,
             time_in_states=machine.time_in_states(),
-            history=machine.history,
+            history=history,
+            drained_by=next((t.trigger for t in history if t.target is State.DRAINING), None),
         )
 
     # ---------------------------------------------------------------- ASGI
@@ -382,6 +408,7 @@ class EventSourceResponse(Response):
             drain_retry=self.drain_retry,
             admission_class=admission_class,
             class_max_streams=class_max_streams,
+            lifetime=self._lifetime,
         )
         connection = Connection(
             machine=self._machine,

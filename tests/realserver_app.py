@@ -21,7 +21,9 @@ Endpoints:
   ``send_timeout`` are passed through.  ``farewell=1`` adds a
   ``shutdown_event`` the source waits on (it yields ``goodbye`` and returns
   when it is set), ``shutdown_grace_period=1``, a ``farewell_factory`` and
-  ``drain_retry``.
+  ``drain_retry``.  ``max_lifetime=S`` or ``max_lifetime=MIN:MAX`` rotates
+  the stream after that many seconds (``/closed`` then also says which
+  trigger began the drain, as ``drained_by``).
 * ``/sync?tag=T``: a plain generator: one ``tick`` at once, then
   ``time.sleep(pause)`` (default 3 s) before each next one.
 * ``/closed?tag=T``, ``/memory`` (pid and VmRSS of the serving process),
@@ -100,6 +102,8 @@ def _on_transition(tag: str) -> Callable[[SSETransition], None]:
     """A listener that records the moment and the reason of the close."""
 
     def listener(transition: SSETransition) -> None:
+        if transition.target is State.DRAINING:
+            _record(tag, drained_by=transition.trigger.name)
         if transition.target is not State.CLOSED:
             if _TRACE:
                 print(
@@ -186,6 +190,10 @@ async def stream(request: Request) -> EventSourceResponse:
             "farewell_factory": _farewell,
             "drain_retry": DRAIN_RETRY_MS,
         }
+    lifetime = request.query_params.get("max_lifetime")
+    if lifetime is not None:
+        low, _, high = lifetime.partition(":")
+        options["max_lifetime"] = (float(low), float(high)) if high else float(low)
     _record(tag, opened_at=time.monotonic(), pid=os.getpid())
     return EventSourceResponse(
         _ticks(

@@ -313,6 +313,34 @@ async def test_streaming_to_draining_on_shutdown_requested() -> None:
     assert goodbye.is_set()
 
 
+async def test_streaming_to_draining_on_lifetime_expired() -> None:
+    source = Source()
+    goodbye = anyio.Event()
+    endpoint = Endpoint(
+        lambda: EventSourceResponse(
+            source.then_wait(goodbye, "bye"),
+            shutdown_event=goodbye,
+            shutdown_grace_period=5,
+            drain_coordinator=DrainCoordinator(),
+            max_lifetime=0.05,
+            ping=0,
+        )
+    )
+    with anyio.fail_after(5):
+        async with stream(endpoint) as sse:
+            assert (await sse.next_event()).data == "hello"
+            farewell = await sse.next_event()
+            await sse.wait_finished()
+    assert farewell.event == "farewell"
+    assert_path(endpoint.resp, Trigger.STARTED, Trigger.LIFETIME_EXPIRED, Trigger.SOURCE_EXHAUSTED)
+    assert endpoint.resp.history[1].reason == "its lifetime of 0.05 s ran out"
+    assert endpoint.resp.close_reason is CloseReason.DRAINED
+    assert goodbye.is_set()
+    assert sse.complete
+    assert source.closed
+    assert_clean(sse)
+
+
 async def test_streaming_to_closed_on_source_exhausted() -> None:
     source = Source()
     endpoint = Endpoint(lambda: EventSourceResponse(source.ticks(3)))

@@ -2,7 +2,8 @@
 
 Hypothesis draws a source script (yields, pauses, a raise, a blocking call; sync
 or async; cooperative on shutdown or not), a client that may stall, a disconnect
-time, an optional send timeout and an optional drain with a grace.  Each example
+time, an optional send timeout, an optional drain with a grace and an optional
+lifetime (a rotation drains the same way).  Each example
 runs in a fresh event loop (trio with an autojumping MockClock, so its timings
 are exact and cost nothing; asyncio on the real clock with millisecond delays).
 After each run:
@@ -71,6 +72,8 @@ class Scenario:
     ping: float
     #: ``farewell_factory`` and ``drain_retry`` are set.
     farewell: bool
+    #: ``max_lifetime``, in units.
+    lifetime: float | None = None
 
 
 @dataclass
@@ -118,6 +121,7 @@ scenarios = st.builds(
     grace=st.sampled_from([0.0, 3.0, 20.0]),
     ping=st.sampled_from([0.0, 2.0]),
     farewell=st.booleans(),
+    lifetime=st.one_of(st.none(), st.sampled_from([0.5, 2.0, 8.0, 30.0])),
 )
 
 
@@ -246,6 +250,7 @@ async def play(scenario: Scenario, unit: float, *, real_clock: bool = False) -> 
             if scenario.farewell
             else None,
             drain_retry=(10, 20) if scenario.farewell else None,
+            max_lifetime=None if scenario.lifetime is None else scenario.lifetime * unit,
         )
         responses.append(response)
         await response(scope, receive, send)
@@ -304,13 +309,13 @@ def allowed_reasons(scenario: Scenario, outcome: Outcome) -> set[CloseReason]:
     """The close reasons that what happened in this run can explain."""
     log = outcome.log
     history = outcome.response.history
-    drained = any(t.trigger is Trigger.SHUTDOWN_REQUESTED for t in history)
+    drained = any(t.target is State.DRAINING for t in history)
     allowed: set[CloseReason] = set()
     if log.exhausted and not drained:
         allowed.add(CloseReason.COMPLETED)
     if log.exhausted and drained:
         allowed.add(CloseReason.DRAINED)
-    if drained and log.drain_requested_at is not None:
+    if drained:
         allowed.add(CloseReason.SHUTDOWN_FORCED)
     if log.disconnect_requested_at is not None:
         allowed.add(CloseReason.CLIENT_DISCONNECTED)
@@ -339,8 +344,16 @@ def check(scenario: Scenario, outcome: Outcome) -> None:
     reason = response.close_reason
     assert reason is not None
     assert reason in allowed_reasons(scenario, outcome), (reason, log)
+    for record in response.history:
+        if record.trigger is Trigger.LIFETIME_EXPIRED:
+            assert scenario.lifetime is not None
+            lived = record.at - response.history[0].at
+            assert lived >= scenario.lifetime * outcome.unit * (1 - 1e-9), (lived, scenario)
+        if record.trigger is Trigger.SHUTDOWN_REQUESTED:
+            assert log.drain_requested_at is not None
     if (
         scenario.drain_at is None
+        and scenario.lifetime is None
         and scenario.stall_after is None
         and log.disconnect_requested_at is None
     ):
@@ -364,7 +377,7 @@ def check(scenario: Scenario, outcome: Outcome) -> None:
         assert sse.app_exception is None
     events = parse_event_stream(sse.body)
     farewells = [e for e in events if e.event == "so_long"]
-    drained = any(t.trigger is Trigger.SHUTDOWN_REQUESTED for t in response.history)
+    drained = any(t.target is State.DRAINING for t in response.history)
     assert len(farewells) <= 1
     if not drained:
         assert farewells == [], "a farewell only ends a drain"
