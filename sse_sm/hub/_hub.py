@@ -61,7 +61,7 @@ import anyio.from_thread
 import anyio.lowlevel
 
 from .._events import DEFAULT_SEPARATOR, ServerSentEvent, validate_sep
-from .._fairness import FAIRNESS_EVENTS, FAIRNESS_SLICE
+from .._fairness import PUBLISH_EVENTS, PUBLISH_SLICE
 from .._validation import check_count, check_instance, check_seconds
 from ._backend import HubBackend, MemoryBackend
 from ._buffers import Tally, TopicState
@@ -166,7 +166,7 @@ class Hub:
         self._published = 0
         self._publish_waits = 0
         self._yield_at = 0.0
-        self._budget = FAIRNESS_EVENTS
+        self._budget = PUBLISH_EVENTS
         self._stop_listening = self._backend.listen(fanout.deliver)
         # Optional in the protocol: a backend that can lose events on their way here.
         listen_gaps = getattr(self._backend, "listen_gaps", None)
@@ -259,8 +259,9 @@ class Hub:
         Returns at once unless a ``BLOCK`` subscriber of the topic is full;
         then it waits, in order with other waiting publishers, up to
         ``block_timeout``.  Cancelled while waiting, it has stored and
-        delivered nothing.  It yields to the loop at least every 2 ms, so a
-        publishing loop cannot starve the subscribers it feeds.
+        delivered nothing.  It yields to the loop at least every 20 ms
+        (``PUBLISH_SLICE``), so a publishing loop cannot starve the
+        subscribers it feeds.
 
         Returns:
             The event's id.
@@ -295,8 +296,8 @@ class Hub:
         self._budget -= 1
         if self._budget <= 0 or fanout.clock() >= self._yield_at:
             await anyio.lowlevel.checkpoint()
-            self._budget = FAIRNESS_EVENTS
-            self._yield_at = fanout.clock() + FAIRNESS_SLICE
+            self._budget = PUBLISH_EVENTS
+            self._yield_at = fanout.clock() + PUBLISH_SLICE
         return entry.id
 
     async def publish_many(self, topic: str, items: Iterable[object]) -> list[str]:
@@ -309,7 +310,7 @@ class Hub:
         backend: one round trip); another backend, or a topic with a
         ``BLOCK`` subscriber (each event waits for room on its own), gets
         them one :meth:`publish` at a time.  Yields to the loop at least once
-        per call, and at least every 2 ms as :meth:`publish` does.
+        per call, and at least every 20 ms as :meth:`publish` does.
 
         If it raises once the backend was called, the events before the
         failing one may be stored (and delivered): the memory backend fails
@@ -359,8 +360,8 @@ class Hub:
         self._published += len(entries)
         self._budget -= len(entries)
         await anyio.lowlevel.checkpoint()
-        self._budget = FAIRNESS_EVENTS
-        self._yield_at = fanout.clock() + FAIRNESS_SLICE
+        self._budget = PUBLISH_EVENTS
+        self._yield_at = fanout.clock() + PUBLISH_SLICE
         return [entry.id for entry in entries]
 
     async def _publish_when_room(self, topic: TopicState, event: ServerSentEvent) -> Entry:

@@ -124,9 +124,9 @@ async def test_a_blocking_sync_source_does_not_delay_the_disconnect() -> None:
 
 def test_the_hubs_publish_slice_is_measured_on_the_loops_clock() -> None:
     """Under a MockClock that runs a billion times faster than real time, a
-    publisher's 2 ms slice passes in about 2 ns of real time, so it yields on
+    publisher's 20 ms slice passes in about 20 ns of real time, so it yields on
     nearly every publish; measured with time.monotonic it would yield only
-    after FAIRNESS_EVENTS (1024) publishes, and never in 500."""
+    after PUBLISH_EVENTS (256) publishes, once in 500."""
     import trio
     import trio.testing
 

@@ -4,7 +4,7 @@ docs/design.md section 7 ("Fairness"): a source that never awaits, behind a
 ``send()`` that does not yield (uvicorn below its high-water mark), would
 hold the loop; the pump checkpoints once ``FAIRNESS_SLICE`` (2 ms) has passed
 or ``FAIRNESS_EVENTS`` (1024) events were sent.  docs/hub.md section 3: a
-publishing loop yields after 2 ms or 1,024 publishes, so it cannot starve the
+publishing loop yields after 20 ms or 256 publishes, so it cannot starve the
 subscribers it feeds.
 
 Every test here bounds the attacker itself (it gives up after a number of
