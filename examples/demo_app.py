@@ -97,6 +97,11 @@ DRAIN_RESET_SECONDS: Final = 0.5
 #: How long a draining ticker stream may take to finish.  It ends at once (its
 #: subscription is closed), so it always drains well within this.
 TICKER_GRACE_SECONDS: Final = 2.0
+#: A ticker stream drains by itself after a lifetime drawn from this range
+#: (``LIFETIME_EXPIRED``), as a deployment does to spread clients over new
+#: workers: the page sees the farewell, waits the ``retry:`` and resumes from
+#: its last id, losing no tick.
+TICKER_LIFETIME_SECONDS: Final = (60.0, 120.0)
 
 #: A stalled client is cut after a send has waited this long.
 STALL_SEND_TIMEOUT: Final = 1.0
@@ -379,6 +384,7 @@ class Demo:
             on_transition=self._on_transition(tracked),
             farewell_factory=farewell,
             drain_retry=DRAIN_RETRY_MS,
+            max_lifetime=TICKER_LIFETIME_SECONDS,
         )
         tracked.response = response
         return response

@@ -37,6 +37,12 @@ Who fires each trigger (the driver lives in ``_connection.py``):
 Self-loops (``EVENT_SENT``, ``PING_SENT``) are rows like any other, but firing
 one only increments a counter: the history records changes of state, so it is
 bounded (at most three entries) however long the stream runs.
+
+Why one module of this length: the states, triggers, close reasons, the
+table and the machine that walks it are one contract, read together; most
+of the lines are the enums' one-line comments and the table's rows, and
+splitting them would put a trigger's meaning in one file and its rows in
+another.
 """
 
 from __future__ import annotations

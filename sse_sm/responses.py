@@ -14,6 +14,12 @@ source's blocking ``next()`` no longer delays a disconnect or a shutdown, and
 the source is closed on every path; ``Connection: keep-alive`` is left out on
 HTTP/2 and HTTP/3; a drain, or a cancellation from outside, still ends the
 body cleanly; shutdown is app-scoped rather than process-global.
+
+Why one module of this length: it is the public constructor, whose
+docstring documents each of its twenty arguments (sse-starlette's and ours)
+where users read them, and the checks of those arguments; the work behind
+it lives in ``_connection``, ``_admission``, ``_lifetime`` and
+``_validation``.
 """
 
 from __future__ import annotations
