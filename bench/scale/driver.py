@@ -616,12 +616,21 @@ def run_storm(settings: Settings, rep: int, results: Results) -> None:
         if failed:
             raise RuntimeError(f"{failed} of {streams} streams failed to open on worker A")
         _Broadcast([worker_a], [clients], "sse_sm_redis").wait_subscribers(streams)
-        seconds = _STORM_LEAD + 5.0 + 3.0  # the lead, the longest retry, and some after
+        # The lead, the longest retry, and some after; plus a second per 1,000
+        # streams, about what worker B takes to accept and replay them (at
+        # 10,000, a 9 s publisher stopped before the last had come back, and
+        # a stream whose replay was empty never saw an event from B).
+        seconds = _STORM_LEAD + 5.0 + 3.0 + streams / 1000
         published: list[int] = []
+        publish_errors: list[str] = []
 
         def publish() -> None:
             query = f"rate={settings.storm_rate}&seconds={seconds}&tag=s"
-            answer = json.loads(worker_b.get(f"/sse_sm_redis/publish?{query}", seconds + 60.0))
+            try:
+                answer = json.loads(worker_b.get(f"/sse_sm_redis/publish?{query}", seconds + 60.0))
+            except Exception as exc:  # said with worker B's log below, not lost in a thread
+                publish_errors.append(f"{exc}; worker B's log ends: {worker_b.log_tail()}")
+                raise
             published.append(int(answer["published"]))
 
         publisher = threading.Thread(target=publish, daemon=True)
@@ -636,7 +645,9 @@ def run_storm(settings: Settings, rep: int, results: Results) -> None:
             totals = _storm_totals(clients)
         publisher.join(seconds + 60.0)
         if not published:
-            raise RuntimeError("the publisher on worker B did not answer")
+            raise RuntimeError(
+                f"the publisher on worker B did not answer: {' '.join(publish_errors)}"
+            )
         last = published[0] - 1
         # Until every stream has the last event (bounded): then nothing is still on its way.
         settle = time.monotonic() + 10.0

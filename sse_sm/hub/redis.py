@@ -59,8 +59,12 @@ Invariants:
   topic and run of failures) and skipped or retried with that topic's own
   backoff, so one topic's trouble does not hold up the others; only
   cancellation ends the reader.
-* **Fair.**  The reader hands the loop back every ``PUBLISH_SLICE`` seconds
-  or ``PUBLISH_EVENTS`` entries while it delivers, as ``Hub.publish`` does.
+* **Fair.**  The reader hands the loop back every ``FAIRNESS_SLICE`` seconds
+  or ``FAIRNESS_EVENTS`` entries while it delivers, a stream's slice, not
+  ``Hub.publish``'s longer one: with the longer one, a reconnect storm of
+  5,000 streams onto one worker made that worker's publishes time out
+  (``python -m bench.scale --sections storm --storm-streams 5000``; the
+  cause is not pinned down).
 * **No hole after a watch.**  :meth:`RedisBackend.watch` returns once the
   topic's starting id is fixed; the hub's subscription joins right after it
   (no checkpoint between), so it gets every entry stored after it joined.
@@ -108,7 +112,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError("sse_sm.redis needs coredis: pip install 'sse_sm[redis]'") from exc
 
 from .._events import ServerSentEvent
-from .._fairness import PUBLISH_EVENTS, PUBLISH_SLICE
+from .._fairness import FAIRNESS_EVENTS, FAIRNESS_SLICE
 from .._validation import check_count, check_seconds
 from ._backend import EntryListener, GapListener, Listeners
 from ._replay import Entry, Gap, GapReason, Replay
@@ -1046,7 +1050,7 @@ class RedisBackend:
         ``XREAD BLOCK`` (one key each, plus the wake stream :meth:`watch`
         writes to), one command per batch.  Each topic's entries are
         delivered in stream order, its holes signalled, and the loop handed
-        back every ``PUBLISH_SLICE`` seconds or ``PUBLISH_EVENTS`` entries.
+        back every ``FAIRNESS_SLICE`` seconds or ``FAIRNESS_EVENTS`` entries.
         A failure of one topic (a key of another type, a listener that
         raises, a bug) is logged once per run of failures and retried with
         its own backoff while the others go on; a failure of Redis fails
@@ -1247,12 +1251,12 @@ class RedisBackend:
         or deleted unread (a bigger one: ``expired``, with the count) or the
         stream was replaced (a smaller one: ``unknown``), and the hole is
         signalled before the entry is delivered.  Hands the loop back every
-        ``PUBLISH_SLICE`` seconds or ``PUBLISH_EVENTS`` entries, and once
+        ``FAIRNESS_SLICE`` seconds or ``FAIRNESS_EVENTS`` entries, and once
         at the end.  Updates ``cursor`` as it goes, so a cancellation at one
         of its checkpoints loses nothing.
         """
-        budget = PUBLISH_EVENTS
-        yield_at = time.monotonic() + PUBLISH_SLICE
+        budget = FAIRNESS_EVENTS
+        yield_at = time.monotonic() + FAIRNESS_SLICE
         before = cursor.last
         foreign: list[str] = []
         complete = True
@@ -1295,8 +1299,8 @@ class RedisBackend:
             budget -= 1
             if budget <= 0 or time.monotonic() >= yield_at:
                 await anyio.lowlevel.checkpoint()
-                budget = PUBLISH_EVENTS
-                yield_at = time.monotonic() + PUBLISH_SLICE
+                budget = FAIRNESS_EVENTS
+                yield_at = time.monotonic() + FAIRNESS_SLICE
         if foreign:
             cursor.skipped += len(foreign)
             now = time.monotonic()
