@@ -34,7 +34,7 @@ from types import MappingProxyType
 from typing import Final, Protocol, final
 
 from ._state import Arc, CloseReason, State
-from ._validation import check_count, describe
+from ._validation import check_count, check_whole_range
 
 __all__ = (
     "DEFAULT_RETRY_AFTER",
@@ -272,24 +272,7 @@ def check_max_streams(name: str, value: object) -> int | None:
 def check_retry_after(name: str, value: object) -> tuple[int, int]:
     """Whole seconds: one int, or an inclusive ``(low, high)`` tuple of ints, each
     from 0 to :data:`MAX_RETRY_AFTER`."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        low = high = value
-    elif (
-        isinstance(value, tuple)
-        and len(value) == 2
-        and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
-    ):
-        low, high = value
-    else:
-        raise TypeError(
-            f"{name} must be whole seconds as an int or a (low, high) tuple of ints, "
-            f"got {describe(value)}"
-        )
-    if not 0 <= low <= high:
-        raise ValueError(f"{name} must satisfy 0 <= low <= high, got {describe(value)}")
-    if high > MAX_RETRY_AFTER:
-        raise ValueError(f"{name} must be at most {MAX_RETRY_AFTER} seconds, got {describe(value)}")
-    return (low, high)
+    return check_whole_range(name, value, maximum=MAX_RETRY_AFTER, unit="seconds")
 
 
 def check_class_max_streams(cls: type) -> int | None:

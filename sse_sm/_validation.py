@@ -68,6 +68,12 @@ def check_retry_range(name: str, value: object, *, maximum: int) -> tuple[int, i
     each from 0 to ``maximum``."""
     if value is None:
         return None
+    return check_whole_range(name, value, maximum=maximum, unit="milliseconds")
+
+
+def check_whole_range(name: str, value: object, *, maximum: int, unit: str) -> tuple[int, int]:
+    """A whole number of ``unit``: one int, or an inclusive ``(low, high)`` tuple of
+    ints, each from 0 to ``maximum``; returned as ``(low, high)``."""
     if isinstance(value, int) and not isinstance(value, bool):
         low = high = value
     elif (
@@ -77,14 +83,14 @@ def check_retry_range(name: str, value: object, *, maximum: int) -> tuple[int, i
     ):
         low, high = value
     else:
+        what = "whole seconds" if unit == "seconds" else unit
         raise TypeError(
-            f"{name} must be milliseconds as an int or a (low, high) tuple of ints, "
-            f"got {describe(value)}"
+            f"{name} must be {what} as an int or a (low, high) tuple of ints, got {describe(value)}"
         )
     if not 0 <= low <= high:
         raise ValueError(f"{name} must satisfy 0 <= low <= high, got {describe(value)}")
     if high > maximum:
-        raise ValueError(f"{name} must be at most {maximum} milliseconds, got {describe(value)}")
+        raise ValueError(f"{name} must be at most {maximum} {unit}, got {describe(value)}")
     return (low, high)
 
 

@@ -36,7 +36,33 @@ from typing import Generic, Protocol, TypeVar, final
 from .._events import ServerSentEvent
 from ._replay import Entry, Gap, MemoryReplayStore, Replay, random_epoch
 
-__all__ = ("EntryListener", "GapListener", "HubBackend", "Listeners", "MemoryBackend")
+__all__ = (
+    "EntryListener",
+    "GapListener",
+    "HubBackend",
+    "Listeners",
+    "MemoryBackend",
+    "check_events",
+)
+
+
+def check_events(events: object) -> None:
+    """What a backend's ``publish_many`` takes: a sequence of :class:`ServerSentEvent`.
+
+    Raises:
+        TypeError: naming ``events``, or the first bad item (``events[3]``); a
+            ``str`` or ``bytes`` is refused although it is a sequence.
+    """
+    if isinstance(events, (str, bytes)) or not isinstance(events, Sequence):
+        raise TypeError(
+            f"events must be a sequence of ServerSentEvent, got {type(events).__name__}"
+        )
+    for index, event in enumerate(events):
+        if not isinstance(event, ServerSentEvent):
+            raise TypeError(
+                f"events[{index}] must be a ServerSentEvent, got {type(event).__name__}"
+            )
+
 
 #: A hub's fan-out: called with every entry published to any topic.
 EntryListener = Callable[[Entry], None]
@@ -176,15 +202,7 @@ class MemoryBackend:
             TypeError: ``events`` is not a sequence of ``ServerSentEvent``;
                 the message names the bad item (``events[3]``).
         """
-        if isinstance(events, (str, bytes)) or not isinstance(events, Sequence):
-            raise TypeError(
-                f"events must be a sequence of ServerSentEvent, got {type(events).__name__}"
-            )
-        for index, event in enumerate(events):
-            if not isinstance(event, ServerSentEvent):
-                raise TypeError(
-                    f"events[{index}] must be a ServerSentEvent, got {type(event).__name__}"
-                )
+        check_events(events)
         entries: list[Entry] = []
         try:
             for event in events:

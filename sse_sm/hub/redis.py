@@ -114,7 +114,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 from .._events import ServerSentEvent
 from .._fairness import FAIRNESS_EVENTS, FAIRNESS_SLICE
 from .._validation import check_count, check_seconds
-from ._backend import EntryListener, GapListener, Listeners
+from ._backend import EntryListener, GapListener, Listeners, check_events
 from ._replay import Entry, Gap, GapReason, Replay
 
 __all__ = ("RedisBackend", "RedisBackendStatistics", "RedisUnavailableError", "parse_stream_id")
@@ -730,15 +730,7 @@ class RedisBackend:
             ValueError: an event has an ``id``.
             RedisUnavailableError, RuntimeError: as :meth:`publish`.
         """
-        if isinstance(events, (str, bytes)) or not isinstance(events, Sequence):
-            raise TypeError(
-                f"events must be a sequence of ServerSentEvent, got {type(events).__name__}"
-            )
-        for index, event in enumerate(events):
-            if not isinstance(event, ServerSentEvent):
-                raise TypeError(
-                    f"events[{index}] must be a ServerSentEvent, got {type(event).__name__}"
-                )
+        check_events(events)
         if not events:
             self._require_client()
             return []
