@@ -287,7 +287,12 @@ async def _lifespan(receive: Receive, send: Send) -> None:
                 if url:
                     from sse_sm.redis import RedisBackend
 
-                    backend = RedisBackend(url, topics=[TOPIC], max_events=_REDIS_KEEP)
+                    # command_timeout 30 s, not 5: in a reconnect storm of 10,000
+                    # streams the receiving worker's loop is busy for seconds, and
+                    # a publish waiting there is slow, not lost (Redis is fine).
+                    backend = RedisBackend(
+                        url, topics=[TOPIC], max_events=_REDIS_KEEP, command_timeout=30.0
+                    )
                     await stack.enter_async_context(backend)
                     _REDIS_HUB.append(
                         sse_sm.Hub(
