@@ -358,8 +358,7 @@ class Hub:
         if hub_topic is not None:
             hub_topic.published += len(entries)
         self._published += len(entries)
-        self._budget -= len(entries)
-        await anyio.lowlevel.checkpoint()
+        await anyio.lowlevel.checkpoint()  # after every batch: a new slice and budget
         self._budget = PUBLISH_EVENTS
         self._yield_at = fanout.clock() + PUBLISH_SLICE
         return [entry.id for entry in entries]
